@@ -1,0 +1,83 @@
+"""The book command: run every notebook headless and write the executed copies and HTML.
+
+    python -m llmlab.book                    # all notebooks, preset from $LLMLAB_PRESET or cpu
+    python -m llmlab.book --preset smoke 00  # just notebook 00
+    python -m llmlab.book --inplace          # maintainers: refresh the committed notebooks
+
+Writes ``book/<notebook>.ipynb``, ``book/<notebook>.html`` and ``book/timings.json`` (minutes
+per notebook, the numbers in the README's table). A notebook that fails stops the run with
+its error; the notebooks already written are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def notebooks(selection=()) -> list[Path]:
+    found = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if selection:
+        found = [p for p in found if any(p.name.startswith(s) for s in selection)]
+    return found
+
+
+def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(path, as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    minutes = (time.perf_counter() - t0) / 60
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = path if inplace else out_dir / path.name
+    tmp = target.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, target)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+    return minutes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("select", nargs="*", help="notebook number prefixes (default: all)")
+    ap.add_argument("--preset", default=None, help="smoke, cpu or gpu (default: $LLMLAB_PRESET or cpu)")
+    ap.add_argument("--out", default=str(REPO / "book"), help="output folder")
+    ap.add_argument("--inplace", action="store_true", help="overwrite the notebooks in notebooks/")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    args = ap.parse_args(argv)
+    preset = args.preset or os.environ.get("LLMLAB_PRESET") or "cpu"
+    from .config import get_preset
+
+    get_preset(preset)  # a clear error for an unknown name, before any notebook runs
+    os.environ["LLMLAB_PRESET"] = preset
+    out = Path(args.out)
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    paths = notebooks(args.select)
+    if not paths:
+        print(f"no notebook matches {args.select}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"[book] {path.name} at preset {preset} ...", flush=True)
+        minutes = run(path, out, args.inplace, args.timeout)
+        timings.setdefault(preset, {})[path.stem] = round(minutes, 2)
+        out.mkdir(parents=True, exist_ok=True)
+        timings_path.write_text(json.dumps(timings, indent=1))
+        print(f"[book] {path.name}: {minutes:.2f} min", flush=True)
+    total = sum(timings.get(preset, {}).get(p.stem, 0) for p in paths)
+    print(f"[book] done: {len(paths)} notebooks in {total:.1f} min; executed copies and HTML in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

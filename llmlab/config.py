@@ -1,0 +1,193 @@
+"""Every size in the series, in one place: one config dataclass per stage and three presets.
+
+Presets
+-------
+``smoke``  every notebook in seconds; what CI runs.
+``cpu``    the default on a laptop: the whole series in minutes on 2 cores, big enough that
+           every stage shows its effect in measured numbers.
+``gpu``    Colab T4 and up: a bigger world and bigger models.
+
+Pick one with the ``LLMLAB_PRESET`` environment variable; without it, ``gpu`` is chosen where
+CUDA is present and ``cpu`` elsewhere (see :func:`get_preset`). Notebook 00, "How to use the
+series", explains the choice.
+
+Each stage module takes only its own config (``build_world(cfg.world)``, ``train(cfg.train)``),
+so a reader can find every knob of a stage in one dataclass below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+PRESET_ENV = "LLMLAB_PRESET"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic world (``llmlab.world``): its knowledge base and its crawl of the web."""
+
+    seed: int = 1234                  # seeds the knowledge base and every page; same seed, same bytes
+    n_countries: int = 24             # countries, each with a capital, language, climate and export
+    n_people: int = 48                # people, each born in a country, with a profession and birth year
+    n_animals: int = 24               # animals, each with a habitat, diet and colour
+    n_inventions: int = 16            # inventions, each with an inventor, year and purpose
+    n_unknown: int = 40               # entities that never appear anywhere (for an honest "I don't know")
+    heldout_frac: float = 0.1         # share of facts kept out of every page (probes of generalisation)
+    zipf_s: float = 1.1               # popularity skew: entity rank r gets weight 1/r^s of the extra pages
+    n_stories: int = 200              # short stories (the world's books)
+    n_threads: int = 600              # forum question-and-answer threads
+    n_code: int = 40                  # small code snippets
+    n_spam: int = 250                 # low-quality pages, spread over the five low-quality kinds
+    mirror_frac: float = 0.06         # share of good pages copied exactly to a mirror site
+    near_dup_frac: float = 0.08       # share of good pages copied with small edits
+    latin1_frac: float = 0.05         # share of pages served as windows-1252 instead of UTF-8
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The pretraining data pipeline (notebook 01): extraction, dedup, filtering, mix, packing."""
+
+    shingle_n: int = 5                # word n-gram size for near-duplicate shingles
+    num_perm: int = 128               # MinHash permutations (signature length)
+    lsh_bands: int = 16               # LSH bands b (rows per band r = num_perm / b)
+    jaccard_threshold: float = 0.8    # pairs at or above this Jaccard count as near-duplicates
+    val_frac: float = 0.05            # share of documents held out for validation
+    block_size: int = 128             # packed window length in tokens (must match the model's)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Byte-level BPE (notebook 01)."""
+
+    vocab_size: int = 2048            # final vocabulary: 256 bytes + merges + special tokens
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only GPT (notebook 02)."""
+
+    vocab_size: int = 2048            # tokens in the vocabulary (the tokenizer's)
+    block_size: int = 128             # longest context in tokens
+    n_layer: int = 4                  # transformer blocks
+    n_head: int = 4                   # attention heads per block
+    n_embd: int = 128                 # width of the residual stream
+    dropout: float = 0.0              # dropout on attention and MLP outputs
+    bias: bool = True                 # biases in Linear and LayerNorm (GPT-2 has them)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Pretraining (notebook 02): optimiser, schedule and budget."""
+
+    batch_size: int = 32              # sequences per micro-batch
+    grad_accum: int = 1               # micro-batches per optimiser step
+    max_steps: int = 1500             # optimiser steps
+    lr: float = 3e-3                  # peak learning rate
+    min_lr_frac: float = 0.1          # cosine floor as a fraction of the peak
+    warmup_steps: int = 100           # linear warmup steps
+    weight_decay: float = 0.1         # AdamW decay on matrices (not on biases, norms, embeddings)
+    grad_clip: float = 1.0            # clip the global gradient norm to this
+    eval_every: int = 100             # steps between validation-loss estimates
+    eval_batches: int = 10            # batches per validation estimate
+    compile: bool = False             # torch.compile the model (worth it on a GPU)
+    seed: int = 0                     # seeds init and batch order
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """The IsoFLOP sweep (notebook 03)."""
+
+    budgets: tuple = (3e12, 1e13, 3e13)   # compute budgets C in FLOPs
+    widths: tuple = (32, 48, 64, 96, 128)  # model-size ladder: n_embd of each model
+    n_layer: int = 2                  # depth of every model in the ladder
+    batch_size: int = 16              # sequences per step
+    lr: float = 3e-3                  # peak learning rate for every run
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning (notebook 04)."""
+
+    n_small: int = 1000               # pairs in the small dataset (the LIMA comparison)
+    n_large: int = 10000              # pairs in the large dataset
+    max_steps: int = 400              # optimiser steps
+    batch_size: int = 16              # sequences per step
+    lr: float = 3e-4                  # 10x below pretraining's peak
+    seed: int = 0                     # seeds data order
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of sizes for every stage."""
+
+    name: str
+    world: WorldConfig = field(default_factory=WorldConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        world=WorldConfig(n_countries=6, n_people=10, n_animals=6, n_inventions=4, n_unknown=8,
+                          n_stories=10, n_threads=24, n_code=6, n_spam=20),
+        tokenizer=TokenizerConfig(vocab_size=512),
+        data=DataConfig(block_size=64),
+        model=ModelConfig(vocab_size=512, block_size=64, n_layer=1, n_head=2, n_embd=32),
+        train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
+        scaling=ScalingConfig(budgets=(3e9, 1e10, 3e10), widths=(8, 16, 24, 32, 48), n_layer=1,
+                              batch_size=4),
+        sft=SFTConfig(n_small=50, n_large=200, max_steps=20, batch_size=4),
+    ),
+    "cpu": Preset(name="cpu"),
+    "gpu": Preset(
+        name="gpu",
+        world=WorldConfig(n_countries=120, n_people=300, n_animals=120, n_inventions=80,
+                          n_unknown=200, n_stories=2000, n_threads=6000, n_code=300, n_spam=2500),
+        tokenizer=TokenizerConfig(vocab_size=8192),
+        data=DataConfig(block_size=256),
+        model=ModelConfig(vocab_size=8192, block_size=256, n_layer=8, n_head=8, n_embd=512),
+        train=TrainConfig(batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=200, compile=True),
+        scaling=ScalingConfig(budgets=(1e15, 3e15, 1e16, 3e16), widths=(64, 96, 128, 192, 256, 384),
+                              n_layer=4, batch_size=64),
+        sft=SFTConfig(max_steps=1500, batch_size=32, lr=1e-4),
+    ),
+}
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called ``name``; else ``$LLMLAB_PRESET``; else ``gpu`` with CUDA, ``cpu`` without.
+
+    >>> get_preset("smoke").name
+    'smoke'
+    """
+    if name is None:
+        name = os.environ.get(PRESET_ENV, "").strip() or None
+    if name is None:
+        import torch
+
+        name = "gpu" if torch.cuda.is_available() else "cpu"
+    key = name.strip().lower()
+    if key not in PRESETS:
+        valid = ", ".join(sorted(PRESETS))
+        raise ValueError(f"unknown preset {name!r} (from ${PRESET_ENV} or the argument); "
+                         f"valid presets are: {valid}")
+    return PRESETS[key]
+
+
+def config_dict(cfg) -> dict:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+def config_hash(*cfgs) -> str:
+    """A short stable hash of one or more configs: artifacts record it and rebuild when it changes."""
+    blob = json.dumps([config_dict(c) for c in cfgs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
