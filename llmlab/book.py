@@ -3,6 +3,7 @@
     python -m llmlab.book                    # all notebooks, preset from $LLMLAB_PRESET or cpu
     python -m llmlab.book --preset smoke 00  # just notebook 00
     python -m llmlab.book --inplace          # maintainers: refresh the committed notebooks
+                                             # and the README's table of minutes
 
 Writes ``book/<notebook>.ipynb``, ``book/<notebook>.html`` and ``book/timings.json`` (minutes
 per notebook, the numbers in the README's table). A notebook that fails stops the run with
@@ -47,6 +48,48 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     return minutes
 
 
+NOTEBOOK_TABLE = [
+    # (notebook stem prefix, stage, what you build)
+    ("00", "introduction", "the pipeline at a glance, presets, the synthetic world"),
+    ("01", "data pipeline", "WARC crawl, extraction, exact and MinHash-LSH dedup, quality filters, data mix, byte-level BPE, packing"),
+    ("02", "pretraining", "a GPT from its parts, next-token training, generation, probes of what it learned"),
+    ("03", "scaling laws", "FLOPs accounting, an IsoFLOP sweep, Chinchilla fits, a compute-optimal calculator"),
+    ("04", "supervised fine-tuning", "instruction data, chat templates, loss on responses only, base versus SFT"),
+]
+START, END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
+
+
+def readme_table(timings: dict) -> str:
+    """The README's notebook table, minutes taken from the book command's measured timings."""
+    present = {p.stem[:2]: p.stem for p in notebooks()}
+    lines = ["| notebook | stage | what you build | cpu preset, 2 cores (min) | gpu preset (min) |",
+             "|---|---|---|---|---|"]
+    for num, stage, what in NOTEBOOK_TABLE:
+        stem = present.get(num)
+        if stem is None:
+            continue
+        cpu = timings.get("cpu", {}).get(stem)
+        gpu = timings.get("gpu", {}).get(stem)
+        lines.append(f"| [{stem}](notebooks/{stem}.ipynb) | {stage} | {what} | "
+                     f"{'%.1f' % cpu if cpu is not None else 'not yet measured'} | "
+                     f"{'%.1f' % gpu if gpu is not None else 'not yet measured'} |")
+    cpu_total = sum(timings.get("cpu", {}).get(s, 0) for s in present.values())
+    if all(s in timings.get("cpu", {}) for s in present.values()):
+        lines.append(f"| **all** | | | **{cpu_total:.1f}** | |")
+    return "\n".join(lines)
+
+
+def update_readme(timings: dict, readme: Path | None = None) -> None:
+    """Replace the table between the README's notebook-table markers."""
+    readme = readme or REPO / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{readme_table(timings)}\n{END}{tail}", encoding="utf-8")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("select", nargs="*", help="notebook number prefixes (default: all)")
@@ -74,6 +117,8 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         timings_path.write_text(json.dumps(timings, indent=1))
         print(f"[book] {path.name}: {minutes:.2f} min", flush=True)
+        if args.inplace:
+            update_readme(timings)
     total = sum(timings.get(preset, {}).get(p.stem, 0) for p in paths)
     print(f"[book] done: {len(paths)} notebooks in {total:.1f} min; executed copies and HTML in {out}")
     return 0

@@ -1,0 +1,59 @@
+"""The book command, the README's two commands, and the hygiene of the committed notebooks."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llmlab import book
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_readme_table_uses_measured_minutes(tmp_path):
+    stems = [p.stem for p in NOTEBOOKS]
+    timings = {"cpu": {stems[0]: 1.234}}
+    table = book.readme_table(timings)
+    assert f"[{stems[0]}](notebooks/{stems[0]}.ipynb)" in table and "| 1.2 |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{book.START}\nold table\n{book.END}\noutro\n")
+    book.update_readme(timings, readme)
+    text = readme.read_text()
+    assert "old table" not in text and "| 1.2 |" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+
+
+def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [l.split("#")[0].strip() for l in block.splitlines() if l.strip()]
+    assert commands == ["bash scripts/book.sh", "bash scripts/test.sh"]
+    assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+    for script in ("book.sh", "test.sh"):
+        assert 'pip install -q -e ".[dev]"' in (ROOT / "scripts" / script).read_text()
+
+
+def test_unknown_preset_fails_before_any_notebook_runs(capsys):
+    with pytest.raises(ValueError, match="valid presets"):
+        book.main(["--preset", "huge", "00"])
+
+
+SETUP = 'if importlib.util.find_spec("llmlab") is None:'
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_hygiene(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert SETUP in "".join(code[0]["source"]), "first code cell must be the setup cell"
+    assert "nb.setup(" in "".join(code[1]["source"]), "second code cell must choose the preset"
+    assert path.stat().st_size < 2_000_000, "keep figures compact"
+    for cell in code:
+        outs = cell.get("outputs", [])
+        if outs:
+            assert cell.get("execution_count") is not None, "outputs without an execution count"
+        for o in outs:
+            assert o.get("output_type") != "error", "committed notebooks are clean runs"
+            text = json.dumps(o.get("text", "")) + json.dumps(o.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"(/tmp/|/root/|/home/\w+/)", text), f"machine path in {path.name}"
