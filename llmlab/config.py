@@ -63,6 +63,8 @@ class TokenizerConfig:
     """Byte-level BPE (notebook 01)."""
 
     vocab_size: int = 2048            # final vocabulary: 256 bytes + merges + special tokens
+    split_pattern: str = "gpt4"       # pre-tokenisation regex: "gpt4" (cl100k's) or "gpt2"
+    sweep_vocab_sizes: tuple = (512, 1024, 2048, 4096)  # vocabularies in notebook 01's compression sweep
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ PRESETS: dict[str, Preset] = {
         name="smoke",
         world=WorldConfig(n_countries=6, n_people=10, n_animals=6, n_inventions=4, n_unknown=8,
                           n_stories=10, n_threads=24, n_code=6, n_spam=20),
-        tokenizer=TokenizerConfig(vocab_size=512),
+        tokenizer=TokenizerConfig(vocab_size=512, sweep_vocab_sizes=(300, 384, 512)),
         data=DataConfig(block_size=64),
         model=ModelConfig(vocab_size=512, block_size=64, n_layer=1, n_head=2, n_embd=32),
         train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
@@ -151,7 +153,7 @@ PRESETS: dict[str, Preset] = {
         name="gpu",
         world=WorldConfig(n_countries=120, n_people=300, n_animals=120, n_inventions=80,
                           n_unknown=200, n_stories=2000, n_threads=6000, n_code=300, n_spam=2500),
-        tokenizer=TokenizerConfig(vocab_size=8192),
+        tokenizer=TokenizerConfig(vocab_size=8192, sweep_vocab_sizes=(1024, 2048, 4096, 8192, 16384)),
         data=DataConfig(block_size=256),
         model=ModelConfig(vocab_size=8192, block_size=256, n_layer=8, n_head=8, n_embd=512),
         train=TrainConfig(batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=200, compile=True),
