@@ -78,6 +78,7 @@ class ModelConfig:
     n_embd: int = 128                 # width of the residual stream
     dropout: float = 0.0              # dropout on attention and MLP outputs
     bias: bool = True                 # biases in Linear and LayerNorm (GPT-2 has them)
+    positions: str = "learned"        # "learned" position table (GPT-2) or "rope" (rotary, modern)
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,21 @@ class SFTConfig:
     """Supervised fine-tuning (notebook 04)."""
 
     n_small: int = 1000               # pairs in the small dataset (the LIMA comparison)
-    n_large: int = 10000              # pairs in the large dataset
+    n_large: int = 10000              # pairs in the large dataset (the one the SFT model trains on)
+    n_val: int = 200                  # conversations about held-out facts/entities, for the val loss
+    eval_frac: float = 0.25           # share of facts, unknown entities, stories and decline requests held out
+    template: str = "chatml"          # chat template of training and evaluation: "chatml" or "llama2"
     max_steps: int = 400              # optimiser steps
-    batch_size: int = 16              # sequences per step
-    lr: float = 3e-4                  # 10x below pretraining's peak
-    seed: int = 0                     # seeds data order
+    batch_size: int = 16              # conversations per step (padded to the longest in the batch)
+    lr: float = 3e-4                  # peak learning rate: 10x below pretraining's
+    high_lr: float = 3e-3             # the "too high" rate of the forgetting demo (pretraining's peak)
+    warmup_steps: int = 20            # linear warmup steps
+    weight_decay: float = 0.0         # AdamW decay on matrices (fine-tuning usually uses none)
+    eval_every: int = 100             # steps between validation-loss estimates
+    eval_batches: int = 5             # batches per validation estimate
+    max_story_chars: int = 240        # stories in the summary task are cut to this many characters
+    max_new_tokens: int = 40          # longest reply generated when scoring held-out prompts
+    seed: int = 0                     # seeds the data, the split and the batch order
 
 
 @dataclass(frozen=True)
@@ -146,7 +157,9 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
         scaling=ScalingConfig(budgets=(3e9, 1e10, 3e10), widths=(8, 16, 24, 32, 48), n_layer=1,
                               batch_size=4),
-        sft=SFTConfig(n_small=50, n_large=200, max_steps=20, batch_size=4),
+        sft=SFTConfig(n_small=50, n_large=200, n_val=20, max_steps=20, batch_size=4,
+                      warmup_steps=2, eval_every=10, eval_batches=2, max_story_chars=90,
+                      max_new_tokens=20),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(
@@ -159,7 +172,7 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=200, compile=True),
         scaling=ScalingConfig(budgets=(1e15, 3e15, 1e16, 3e16), widths=(64, 96, 128, 192, 256, 384),
                               n_layer=4, batch_size=64),
-        sft=SFTConfig(max_steps=1500, batch_size=32, lr=1e-4),
+        sft=SFTConfig(max_steps=1500, batch_size=32, lr=1e-4, high_lr=1e-3, max_story_chars=500),
     ),
 }
 

@@ -1,0 +1,535 @@
+"""Pretraining: the loop from the series' overview grown into a real one (notebook 02, "Training").
+
+The overview's loop is five lines::
+
+    for step in range(max_steps):
+        x, y = get_batch(train_data)          # y is x shifted by one token
+        logits, loss = model(x, y)            # next-token cross-entropy
+        loss.backward(); opt.step(); opt.zero_grad()
+
+:func:`train` adds, one numbered step at a time: AdamW with weight-decay groups
+(:func:`configure_optimizer`), warmup plus cosine learning rate (:func:`lr_at`), gradient
+accumulation and clipping, mixed precision per ``llmlab.device``'s rules, periodic validation
+(:func:`estimate_loss`), checkpoints that resume exactly (:func:`save_checkpoint`,
+:func:`load_checkpoint`), tokens per second and MFU, optional ``torch.compile``, and
+DistributedDataParallel when launched with ``torchrun`` (section "Beyond one machine")::
+
+    torchrun --nproc_per_node=2 -m llmlab.train --preset smoke --train-bin train.bin --val-bin val.bin
+
+Batches: every process draws the same *global* micro-batch of ``batch_size * world_size``
+windows from one seeded generator and keeps its own slice, so N processes with ``batch_size=b``
+see exactly the batches one process with ``batch_size=N*b`` sees.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import packing
+from .artifacts import atomic_write_bytes
+from .config import ModelConfig, TrainConfig
+from .device import autocast, choose_precision, grad_scaler, pick_device, seed_everything
+from .model import GPT
+
+# --------------------------------------------------------------------------------------------
+# Optimiser and schedule (pure pieces)
+# --------------------------------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay the weight matrices of Linear layers; not biases, norms, embeddings.
+
+    Decay pulls weights towards zero; on a LayerNorm gain or a bias that only fights the
+    model, and on embeddings it shrinks rare tokens' vectors (nanoGPT, GPT-3 appendix B).
+    The tied head is the token embedding, so it is not decayed either.
+    """
+    no_decay = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if isinstance(module, (nn.Embedding, nn.LayerNorm)) or name == "bias":
+                no_decay.add(id(p))
+    decay, keep = [], []
+    for _, p in model.named_parameters():   # named_parameters lists the tied weight once
+        if p.requires_grad:
+            (keep if id(p) in no_decay else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": keep, "weight_decay": 0.0}]
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019) with :func:`param_groups`; betas (0.9, 0.95) as GPT-3."""
+    device_type = next(model.parameters()).device.type
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95),
+                             eps=1e-8, fused=device_type == "cuda")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimiser step ``step``: linear warmup, then cosine down to a floor.
+
+    ``lr * (step + 1) / warmup`` for ``step < warmup``; then
+    ``min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2`` with progress from 0 to 1 at
+    ``max_steps`` (Loshchilov & Hutter 2017, Eq. 5); ``min_lr`` after the end.
+
+    >>> c = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_frac=0.1)
+    >>> lr_at(0, c), lr_at(9, c), lr_at(10, c), round(lr_at(60, c), 3), lr_at(110, c)
+    (0.1, 1.0, 1.0, 0.55, 0.1)
+    """
+    min_lr = cfg.lr * cfg.min_lr_frac
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.max_steps:
+        return min_lr
+    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+    return min_lr + (cfg.lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring: validation loss, throughput, MFU
+# --------------------------------------------------------------------------------------------
+
+
+def random_batch(data, batch_size: int, block_size: int, generator: torch.Generator):
+    """The default batch function: ``llmlab.packing.get_batch`` on a 1-D token array."""
+    return packing.get_batch(data, batch_size, block_size, generator=generator)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DDP wrapper and/or a ``torch.compile`` wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, data, cfg: TrainConfig, device=None, batches: int | None = None,
+                  batch_fn: Callable | None = None, seed: int | None = None) -> float:
+    """Mean loss over ``batches`` (default ``cfg.eval_batches``) fixed random batches of ``data``.
+
+    The batches come from their own generator seeded with ``seed`` (default ``cfg.seed + 1``),
+    so every estimate in a run looks at the same windows and the training order is untouched.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    batches = cfg.eval_batches if batches is None else batches
+    block = unwrap(model).config.block_size
+    batch_fn = batch_fn or (lambda d, b, g: random_batch(d, b, block, g))
+    gen = torch.Generator().manual_seed(cfg.seed + 1 if seed is None else seed)
+    precision = choose_precision(device)
+    was_training = model.training
+    model.eval()
+    losses = []
+    for _ in range(batches):
+        x, y = batch_fn(data, cfg.batch_size, gen)
+        with autocast(device, precision):
+            _, loss = model(x.to(device), y.to(device))
+        losses.append(loss.item())
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+@lru_cache(maxsize=None)
+def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """This CPU's fp32 matmul throughput in FLOP/s (best of ``repeats`` n x n products)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+# dense (no sparsity) peak FLOP/s by GPU name and precision, from the vendors' data sheets
+GPU_PEAKS = {"H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+             "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+             "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+             "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
+             "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 31e12},
+             "T4": {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12},
+             "V100": {"bf16": 125e12, "fp16": 125e12, "fp32": 15.7e12}}
+
+
+def peak_flops(device: torch.device, precision: str = "fp32") -> float:
+    """The peak FLOP/s MFU is measured against: a GPU's data-sheet dense peak for ``precision``,
+    or this CPU's measured fp32 matmul throughput (:func:`measured_matmul_peak`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in GPU_PEAKS.items():
+            if key in name:
+                return peaks[precision]
+        return float("nan")
+    return measured_matmul_peak()
+
+
+def mfu(flops_per_token: float, tokens_per_sec: float, peak: float) -> float:
+    """Model FLOPs utilisation (PaLM, appendix B): achieved training FLOP/s over the peak.
+
+    >>> mfu(6e6, 1e4, 1.2e11)
+    0.5
+    """
+    return flops_per_token * tokens_per_sec / peak
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer=None, state: dict | None = None) -> None:
+    """Write the model (with its config), the optimiser and the loop's ``state`` atomically."""
+    m = unwrap(model)
+    ckpt = {"model_config": dataclasses.asdict(m.config), "model": m.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "state": state or {}}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path, model: nn.Module | None = None, optimizer=None, device=None):
+    """Read a checkpoint; returns ``(model, ckpt)``.
+
+    Without ``model`` a new :class:`~llmlab.model.GPT` is built from the stored config; with
+    one, its weights are replaced (and the optimiser's state when ``optimizer`` is given).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if model is None:
+        model = GPT(ModelConfig(**ckpt["model_config"]))
+    unwrap(model).load_state_dict(ckpt["model"])
+    if optimizer is not None and ckpt.get("optimizer") is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if device is not None:
+        model.to(device)
+    return model, ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed bookkeeping (kept out of the loop's math)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a ``torchrun`` launch (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); no-op without one."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_mean(value: float, d: Dist, device) -> float:
+    if not d.enabled:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / d.world_size
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` measured."""
+
+    steps: int                                        # optimiser steps taken in total
+    train_losses: list = field(default_factory=list)  # per step: mean loss of its micro-batches
+    val_losses: list = field(default_factory=list)    # (step, validation loss)
+    lrs: list = field(default_factory=list)           # per step: the learning rate used
+    tokens_per_sec: float = 0.0                       # training tokens per second (all processes)
+    mfu: float = 0.0                                  # model FLOPs utilisation
+    wall_seconds: float = 0.0                         # wall time of this call
+    tokens: int = 0                                   # training tokens seen in total
+    precision: str = "fp32"                           # fp32, bf16 or fp16
+    world_size: int = 1                               # processes (DDP)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
+          callback: Callable | None = None, checkpoint_path: Path | None = None,
+          resume: bool = False, batch_fn: Callable | None = None, stop_after: int | None = None,
+          progress: bool = False) -> TrainResult:
+    """Train ``model`` on ``train_data`` for ``cfg.max_steps`` optimiser steps (notebook 02).
+
+    - ``train_data``, ``val_data``: 1-D token arrays (``llmlab.packing.load_tokens``), or any
+      data ``batch_fn(data, batch_size, generator) -> (x, y)`` understands (notebook 04 passes
+      its own batches, with ``-100`` targets on the prompt).
+    - ``callback(step, info)`` after every step; ``info`` has ``loss``, ``lr`` and, on
+      evaluation steps, ``val_loss``. The notebook's live loss plot is one.
+    - ``checkpoint_path``: written at every evaluation and at the end; with ``resume=True``
+      training continues from it exactly as an uninterrupted run would (weights, optimiser,
+      step, batch order and random state are all restored).
+    - ``stop_after``: stop after this many steps in total (an interruption, for the resume test).
+    """
+    t_start = time.perf_counter()
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    d = init_distributed(device)
+    if d.enabled and device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    precision = choose_precision(device)
+    base = unwrap(model)
+    base.to(device)
+    block = base.config.block_size
+    batch_fn = batch_fn or (lambda data, b, g: random_batch(data, b, block, g))
+
+    # 1) optimiser, mixed-precision scaler, batch generator
+    optimizer = configure_optimizer(base, cfg)
+    scaler = grad_scaler(device, precision)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    result = TrainResult(steps=0, precision=precision.name, world_size=d.world_size)
+    step = 0
+    if resume:
+        if checkpoint_path is None or not Path(checkpoint_path).exists():
+            raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint_path}")
+        _, ckpt = load_checkpoint(checkpoint_path, base, optimizer)
+        st = ckpt["state"]
+        step = st["step"]
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        if st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
+        for k in ("train_losses", "val_losses", "lrs"):
+            setattr(result, k, [tuple(v) if k == "val_losses" else v for v in st[k]])
+        result.tokens = st["tokens"]
+
+    # 2) wrappers: compile, then DDP
+    run_model = base
+    if cfg.compile:
+        run_model = torch.compile(base)
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run_model = DDP(run_model, device_ids=[device.index] if device.type == "cuda" else None)
+    peak = peak_flops(device, precision.name)
+    flops_tok = base.flops_per_token()
+
+    def evaluate() -> float:
+        return estimate_loss(base, val_data, cfg, device, batch_fn=batch_fn)
+
+    def checkpoint() -> None:
+        if checkpoint_path is not None and d.master:
+            save_checkpoint(checkpoint_path, base, optimizer, {
+                "step": step, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "scaler": scaler.state_dict() if precision.use_scaler else None,
+                "train_losses": result.train_losses, "val_losses": result.val_losses,
+                "lrs": result.lrs, "tokens": result.tokens, "train_config": dataclasses.asdict(cfg)})
+
+    if step == 0:
+        result.val_losses.append((0, evaluate()))
+    bar = None
+    if progress and d.master:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="training", unit="step")
+    last = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world_size * block
+    train_time, n_timed, n_steps_run = 0.0, 0, 0
+    run_model.train()
+    while step < last:
+        t0 = time.perf_counter()
+        # 3) learning rate of this step
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # 4) gradient accumulation over micro-batches; DDP syncs gradients on the last one only
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = batch_fn(train_data, cfg.batch_size * d.world_size, gen)   # global (N*B, T)
+            x = x[d.rank * cfg.batch_size:(d.rank + 1) * cfg.batch_size].to(device)  # (B, T)
+            y = y[d.rank * cfg.batch_size:(d.rank + 1) * cfg.batch_size].to(device)  # (B, T)
+            sync = (not d.enabled) or micro == cfg.grad_accum - 1
+            ctx = run_model.no_sync() if not sync else _null()
+            with ctx:
+                with autocast(device, precision):
+                    _, loss = run_model(x, y)
+                scaler.scale(loss / cfg.grad_accum).backward()
+            step_loss += loss.item() / cfg.grad_accum
+        # 5) clip the global gradient norm, then the optimiser step
+        scaler.unscale_(optimizer)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if n_steps_run > 0:             # the first step pays for compilation and warm-up
+            train_time += time.perf_counter() - t0
+            n_timed += 1
+        n_steps_run += 1
+        # 6) bookkeeping: losses, throughput, evaluation, checkpoint
+        step_loss = _all_mean(step_loss, d, device)
+        result.train_losses.append(step_loss)
+        result.lrs.append(lr)
+        result.tokens += tokens_per_step
+        info = {"loss": step_loss, "lr": lr}
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            info["val_loss"] = evaluate()
+            result.val_losses.append((step, info["val_loss"]))
+            checkpoint()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{info['val_loss']:.3f}"}
+                                                        if "val_loss" in info else {}))
+        if callback is not None and d.master:
+            callback(step, info)
+    if bar is not None:
+        bar.close()
+    if result.val_losses[-1][0] != step:
+        checkpoint()   # an interrupted run (stop_after) leaves its state to resume from
+    result.steps = step
+    result.tokens_per_sec = tokens_per_step * n_timed / train_time if n_timed else 0.0
+    result.mfu = mfu(flops_tok, result.tokens_per_sec / d.world_size, peak)
+    result.wall_seconds = time.perf_counter() - t_start
+    return result
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# The notebook's live loss plot
+# --------------------------------------------------------------------------------------------
+
+
+class LossPlot:
+    """A callback for :func:`train` that redraws the loss curve in a notebook while it trains.
+
+    Draws at most every ``every`` steps (and at every evaluation) into one display handle.
+    """
+
+    def __init__(self, title: str = "Pretraining loss", every: int = 25):
+        import matplotlib.pyplot as plt
+
+        self.every, self.steps, self.losses, self.val = every, [], [], []
+        self.fig, self.ax = plt.subplots()
+        self.title = title
+        plt.close(self.fig)
+        self.handle = None
+
+    def __call__(self, step: int, info: dict) -> None:
+        self.steps.append(step)
+        self.losses.append(info["loss"])
+        if "val_loss" in info:
+            self.val.append((step, info["val_loss"]))
+        if step % self.every == 0 or "val_loss" in info:
+            self.draw()
+
+    def draw(self) -> None:
+        from IPython.display import display
+
+        ax = self.ax
+        ax.clear()
+        ax.plot(self.steps, self.losses, lw=1, label="train (per step)")
+        if self.val:
+            ax.plot(*zip(*self.val), "o-", ms=3, label="validation")
+        ax.set(title=self.title, xlabel="optimiser step", ylabel="cross-entropy (nats/token)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        if self.handle is None:
+            self.handle = display(self.fig, display_id=True)
+        else:
+            self.handle.update(self.fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (what torchrun launches)
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    """``python -m llmlab.train`` or ``torchrun --nproc_per_node=N -m llmlab.train``."""
+    from .config import get_preset
+
+    ap = argparse.ArgumentParser(description="Pretrain llmlab's GPT (notebook 02).")
+    ap.add_argument("--preset", default=None, help="smoke, cpu or gpu")
+    ap.add_argument("--train-bin", help="uint16 token file (default: the preset's train.bin)")
+    ap.add_argument("--val-bin", help="uint16 token file (default: the preset's val.bin)")
+    ap.add_argument("--max-steps", type=int, help="override TrainConfig.max_steps")
+    ap.add_argument("--batch-size", type=int, help="override TrainConfig.batch_size (per process)")
+    ap.add_argument("--grad-accum", type=int, help="override TrainConfig.grad_accum")
+    ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
+    ap.add_argument("--out", help="write the TrainResult here as JSON (rank 0)")
+    ap.add_argument("--checkpoint", help="checkpoint path (rank 0 writes it)")
+    args = ap.parse_args(argv)
+    p = get_preset(args.preset)
+    overrides = {k: v for k, v in {"max_steps": args.max_steps, "batch_size": args.batch_size,
+                                   "grad_accum": args.grad_accum}.items() if v is not None}
+    cfg = dataclasses.replace(p.train, **overrides)
+    if args.train_bin:
+        train_data = packing.load_tokens(Path(args.train_bin))
+        val_data = packing.load_tokens(Path(args.val_bin or args.train_bin))
+    else:
+        from . import stages
+
+        tok = stages.get_tokens(p)
+        train_data = packing.load_tokens(tok.file("train.bin"))
+        val_data = packing.load_tokens(tok.file("val.bin"))
+    seed_everything(cfg.seed)
+    model = GPT(p.model)
+    res = train(model, train_data, val_data, cfg, device=args.device,
+                checkpoint_path=Path(args.checkpoint) if args.checkpoint else None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"steps {res.steps} | final train loss {res.train_losses[-1]:.4f} | "
+              f"val loss {res.val_losses[-1][1]:.4f} | {res.tokens_per_sec:,.0f} tok/s")
+        if args.out:
+            Path(args.out).write_text(json.dumps(res.to_dict()))
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
