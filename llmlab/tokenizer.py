@@ -541,6 +541,29 @@ def train_hf_bpe(texts: Iterable[str], vocab_size: int, pattern: str = GPT4_SPLI
     return hf
 
 
+def vocab_sweep(train_texts: list[str], eval_texts: list[str], vocab_sizes: Iterable[int],
+                pattern: str = GPT4_SPLIT_PATTERN, special_tokens: list[str] = SPECIAL_TOKENS,
+                peers: bool = True) -> list[dict]:
+    """Bytes per token on ``eval_texts`` for each vocabulary size (notebook 01's sweep plot).
+
+    BPE is greedy, so the merges of a smaller vocabulary are a *prefix* of a larger one's: we
+    train once at the largest size and cut the merge list for the others. With ``peers``, a
+    Hugging Face BPE trained at each size on the same texts is measured next to ours.
+    Returns one dict per size: ``vocab_size``, ``ours``, and ``tokenizers`` when ``peers``.
+    """
+    sizes = sorted(set(int(v) for v in vocab_sizes))
+    merges = train_fast(train_texts, sizes[-1], pattern, special_tokens)
+    rows = []
+    for v in sizes:
+        tok = Tokenizer(merges[:_n_merges(v, special_tokens)], pattern, special_tokens)
+        row = {"vocab_size": v, "ours": bytes_per_token(tok.encode_ordinary, eval_texts)}
+        if peers:
+            hf = train_hf_bpe(train_texts, v, pattern, special_tokens)
+            row["tokenizers"] = bytes_per_token(lambda t: hf.encode(t).ids, eval_texts)
+        rows.append(row)
+    return rows
+
+
 GPT2_VOCAB_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe"
 GPT2_ENCODER_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"
 

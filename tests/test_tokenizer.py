@@ -221,6 +221,16 @@ def test_more_merges_compress_more():
     assert all(a < b for a, b in zip(bpt, bpt[1:])), bpt
 
 
+def test_smaller_vocab_is_a_prefix_and_sweep_improves():
+    texts = _world_texts("smoke")
+    big = train_fast(texts, 512)
+    assert train_fast(texts, 400) == big[:400 - 256 - NS]
+    rows = T.vocab_sweep(texts[::2], texts[1::2], [300, 512, 400])     # held-out half
+    assert [r["vocab_size"] for r in rows] == [300, 400, 512]
+    assert rows[0]["ours"] < rows[1]["ours"] < rows[2]["ours"]
+    assert all(abs(r["ours"] / r["tokenizers"] - 1) < 0.05 for r in rows)
+
+
 def test_gpt2_encoding_reports_a_reason_offline(monkeypatch, tmp_path):
     # an empty tiktoken cache and no network: the function must answer, not hang or raise
     import socket
