@@ -54,6 +54,17 @@ class DataConfig:
     num_perm: int = 128               # MinHash permutations (signature length)
     lsh_bands: int = 16               # LSH bands b (rows per band r = num_perm / b)
     jaccard_threshold: float = 0.8    # pairs at or above this Jaccard count as near-duplicates
+    dedup_confirm: str = "exact"      # confirm LSH candidates by "exact" Jaccard or MinHash "estimate"
+    extractor: str = "simple"         # main-text extractor: "simple" (llmlab's) or "trafilatura"
+    max_link_density: float = 0.5     # simple extractor: drop blocks with more than this share of link text
+    min_words: int = 8                # quality: fewer words is too short (Gopher: 50; our threads are short)
+    min_stop_words: int = 0           # quality: at least this many Gopher stop words (Gopher: 2)
+    max_top_2gram: float = 0.5        # quality: top bigram's share of characters (Gopher: 0.2)
+    max_dup_5gram: float = 0.45       # quality: share of characters in repeated 5-grams (Gopher: 0.15)
+    use_classifier: bool = False      # also drop documents the fastText-style classifier scores low
+    classifier_threshold: float = 0.1  # with use_classifier: drop below this P(reference-like)
+    reference_sources: tuple = ("wiki", "books")  # the classifier's curated (positive) sources
+    mix_weights: tuple = ()           # ((source, weight), ...): copies of each source; () = natural mix
     val_frac: float = 0.05            # share of documents held out for validation
     block_size: int = 128             # packed window length in tokens (must match the model's)
 
@@ -103,11 +114,17 @@ class TrainConfig:
 class ScalingConfig:
     """The IsoFLOP sweep (notebook 03)."""
 
-    budgets: tuple = (3e12, 1e13, 3e13)   # compute budgets C in FLOPs
+    budgets: tuple = (2e11, 6e11, 1.8e12)  # compute budgets C in FLOPs (C = 6 N D per run)
     widths: tuple = (32, 48, 64, 96, 128)  # model-size ladder: n_embd of each model
     n_layer: int = 2                  # depth of every model in the ladder
-    batch_size: int = 16              # sequences per step
+    head_dim: int = 16                # channels per attention head (n_head = width / head_dim)
+    batch_size: int = 8               # sequences per step (block_size from the preset's model)
     lr: float = 3e-3                  # peak learning rate for every run
+    warmup_frac: float = 0.05         # warmup as a share of each run's steps; cosine to its end
+    min_steps: int = 40               # a run with fewer steps is not meaningful: an error
+    eval_batches: int = 20            # validation batches behind each run's final loss
+    seed: int = 0                     # seeds every run's init and batch order
+    n_boot: int = 200                 # bootstrap resamples behind the fitted intervals
 
 
 @dataclass(frozen=True)

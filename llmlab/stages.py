@@ -56,6 +56,29 @@ def get_crawl(preset: Preset | str | None = None, root: Path | None = None) -> A
 # --- notebook 01: the cleaned corpus (llmlab.data) ---------------------------------------
 
 
+def get_corpus(preset: Preset | str | None = None, root: Path | None = None) -> Artifact:
+    """The cleaned corpus (notebook 01, section 6): ``corpus.jsonl.gz``, one JSON document per
+    line (``url``, ``source``, ``kind``, ``text``), built by
+    :func:`llmlab.data.pipeline.clean_crawl` from :func:`get_crawl`; ``info`` is the pipeline's
+    report (documents in and out of every step, scores against the world's ground truth).
+    Read it with :func:`llmlab.data.pipeline.read_corpus`."""
+    from . import data as data_pkg
+    from .data import crawl, dedup, extract, mix, pipeline, quality
+
+    p = _preset(preset)
+    crawl_art = get_crawl(p, root=root)
+
+    def build(tmp: Path) -> dict:
+        truth = world_mod.read_truth(crawl_art.file("truth.jsonl.gz"))
+        docs, report = pipeline.clean_crawl(crawl_art.file("crawl.warc.gz"), p.data, truth)
+        pipeline.write_corpus(docs, tmp / pipeline.CORPUS_FILE)
+        return report | {"n_docs": len(docs),
+                         "n_bytes": sum(len(d["text"].encode("utf-8")) for d in docs)}
+
+    return ensure("corpus", p.name, [p.world, p.data], build, deps=[crawl_art],
+                  code=[data_pkg, crawl, extract, dedup, quality, mix, pipeline], root=root)
+
+
 # --- notebook 01: tokenizer and packed token files (llmlab.tokenizer, llmlab.packing) ----
 
 
@@ -143,4 +166,115 @@ def get_tokens(preset: Preset | str | None = None, root: Path | None = None) -> 
 
 
 # --- notebook 04: the SFT model (llmlab.sft) ----------------------------------------------
+
+
+def get_sft_data(preset: Preset | str | None = None, root: Path | None = None) -> Artifact:
+    """Notebook 04's instruction data (section 1): ``train.jsonl`` (``SFTConfig.n_large``
+    conversations from :func:`llmlab.sft.make_examples`; the first ``n_small`` are the small
+    dataset), ``val.jsonl`` (conversations about held-out facts and entities, for the
+    validation loss) and ``eval.jsonl`` (the held-out prompts of :func:`llmlab.sft.eval_items`)."""
+    import json
+
+    from . import sft as sft_mod
+    from .artifacts import atomic_write_text
+
+    p = _preset(preset)
+    c = p.sft
+
+    def build(tmp: Path) -> dict:
+        w = get_world(p)
+        split = sft_mod.split_world(w, c.eval_frac, c.seed)
+        train = sft_mod.make_examples(w, split, c.n_large, c.seed, c.max_story_chars)
+        val = sft_mod.make_examples(w, sft_mod.heldout_split(split), c.n_val, c.seed + 1,
+                                    c.max_story_chars)
+        items = sft_mod.eval_items(w, split, c.max_story_chars)
+        for name, rows in (("train", train), ("val", val), ("eval", items)):
+            atomic_write_text(tmp / f"{name}.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        kinds = {}
+        for r in train:
+            kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+        return {"n_train": len(train), "n_val": len(val), "n_eval": len(items), "train_kinds": kinds,
+                "eval_facts": len(split.eval_facts), "eval_unknown": len(split.eval_unknown),
+                "eval_decline": len(split.eval_decline)}
+
+    return ensure("sft_data", p.name, [p.world, c], build, code=[sft_mod], root=root)
+
+
+def load_sft_data(preset: Preset | str | None = None, root: Path | None = None) -> dict:
+    """``{"train", "val", "eval"}``: the lists of conversations of :func:`get_sft_data`."""
+    import json
+
+    art = get_sft_data(preset, root=root)
+    return {name: [json.loads(line) for line in art.file(f"{name}.jsonl").read_text(
+        encoding="utf-8").splitlines()] for name in ("train", "val", "eval")}
+
+
+def get_sft_model(preset: Preset | str | None = None, variant: str = "main",
+                  root: Path | None = None) -> Artifact:
+    """A fine-tuned model (notebook 04): ``model.pt`` (a :func:`llmlab.train.save_checkpoint`)
+    and ``info`` with its losses, wall time and pretraining validation loss before and after.
+
+    ``variant`` (:data:`llmlab.sft.VARIANTS`): ``main`` (the large dataset, loss on replies,
+    ``SFTConfig.lr``), ``nomask`` (loss on every token, section 3), ``high_lr``
+    (``SFTConfig.high_lr``, section 4), ``small`` (the first ``n_small`` conversations, section 5).
+    """
+    import time
+
+    from . import packing as packing_mod
+    from . import sft as sft_mod
+    from . import train as train_mod
+
+    p = _preset(preset)
+    c = p.sft
+    if variant not in sft_mod.VARIANTS:
+        raise ValueError(f"unknown SFT variant {variant!r}; expected one of {sorted(sft_mod.VARIANTS)}")
+    v = sft_mod.VARIANTS[variant]
+    data_art = get_sft_data(p, root=root)
+    base_art = get_base_model(p, root=root)  # noqa: F821 (notebook 02's section above)
+    tok_art = get_tokenizer_artifact(p, root=root)
+    tokens_art = get_tokens(p, root=root)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device, seed_everything
+
+        seed_everything(c.seed)
+        device = pick_device()
+        tok = get_tokenizer(p, root=root)
+        data = load_sft_data(p, root=root)
+        train = data["train"][:c.n_small] if v["data"] == "small" else data["train"]
+        block = p.model.block_size
+        train_enc, dropped = sft_mod.encode_examples(train, tok, c.template, block, v["train_on_prompt"])
+        val_enc, _ = sft_mod.encode_examples(data["val"], tok, c.template, block, v["train_on_prompt"])
+        model = load_base_model(p, device=device, root=root)  # noqa: F821
+        val_tokens = packing_mod.load_tokens(tokens_art.file("val.bin"))
+        pre_before = train_mod.estimate_loss(model, val_tokens, p.train, device)
+        lr = c.high_lr if v["lr"] == "high" else c.lr
+        cfg = sft_mod.sft_train_config(c, p.train, lr=lr)
+        t0 = time.perf_counter()
+        res = sft_mod.sft_train(model, train_enc, val_enc, cfg, tok.pad_id, device=device)
+        seconds = time.perf_counter() - t0
+        pre_after = train_mod.estimate_loss(model, val_tokens, p.train, device)
+        train_mod.save_checkpoint(tmp / "model.pt", model)
+        return {"variant": variant, "lr": lr, "n_train": len(train_enc), "dropped": dropped,
+                "train_on_prompt": v["train_on_prompt"], "sft_seconds": round(seconds, 2),
+                "train_losses": [round(x, 4) for x in res.train_losses],
+                "val_losses": [[s, round(x, 4)] for s, x in res.val_losses],
+                "pretrain_val_before": round(pre_before, 4), "pretrain_val_after": round(pre_after, 4)}
+
+    name = "sft" if variant == "main" else f"sft_{variant}"
+    return ensure(name, p.name, [p.sft, p.model], build, deps=[data_art, base_art, tok_art, tokens_art],
+                  code=[sft_mod], root=root)
+
+
+def load_sft_model(preset: Preset | str | None = None, device=None, variant: str = "main",
+                   root: Path | None = None):
+    """The fine-tuned :class:`~llmlab.model.GPT` of :func:`get_sft_model`, in eval mode."""
+    from .device import pick_device
+    from .train import load_checkpoint
+
+    art = get_sft_model(preset, variant, root=root)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model, _ = load_checkpoint(art.file("model.pt"), device=device)
+    return model.eval()
 
