@@ -73,16 +73,18 @@ class DataConfig:
 class TokenizerConfig:
     """Byte-level BPE (notebook 01)."""
 
-    vocab_size: int = 2048            # final vocabulary: 256 bytes + merges + special tokens
+    # The world's cleaned text has few distinct words, so BPE runs out of pairs to merge at about
+    # 700 merges (smoke), 1250 (cpu) and 2700 (gpu): each vocabulary stays well below its limit.
+    vocab_size: int = 1024            # final vocabulary: 256 bytes + merges + special tokens
     split_pattern: str = "gpt4"       # pre-tokenisation regex: "gpt4" (cl100k's) or "gpt2"
-    sweep_vocab_sizes: tuple = (512, 1024, 2048, 4096)  # vocabularies in notebook 01's compression sweep
+    sweep_vocab_sizes: tuple = (384, 512, 768, 1024, 1280)  # vocabularies in notebook 01's compression sweep
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A decoder-only GPT (notebook 02)."""
 
-    vocab_size: int = 2048            # tokens in the vocabulary (the tokenizer's)
+    vocab_size: int = 1024            # tokens in the vocabulary (the tokenizer's)
     block_size: int = 128             # longest context in tokens
     n_layer: int = 4                  # transformer blocks
     n_head: int = 4                   # attention heads per block
@@ -168,7 +170,7 @@ PRESETS: dict[str, Preset] = {
         name="smoke",
         world=WorldConfig(n_countries=6, n_people=10, n_animals=6, n_inventions=4, n_unknown=8,
                           n_stories=10, n_threads=24, n_code=6, n_spam=20),
-        tokenizer=TokenizerConfig(vocab_size=512, sweep_vocab_sizes=(300, 384, 512)),
+        tokenizer=TokenizerConfig(vocab_size=512, sweep_vocab_sizes=(300, 384, 512, 640)),
         data=DataConfig(block_size=64),
         model=ModelConfig(vocab_size=512, block_size=64, n_layer=1, n_head=2, n_embd=32),
         train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
@@ -183,9 +185,9 @@ PRESETS: dict[str, Preset] = {
         name="gpu",
         world=WorldConfig(n_countries=120, n_people=300, n_animals=120, n_inventions=80,
                           n_unknown=200, n_stories=2000, n_threads=6000, n_code=300, n_spam=2500),
-        tokenizer=TokenizerConfig(vocab_size=8192, sweep_vocab_sizes=(1024, 2048, 4096, 8192, 16384)),
+        tokenizer=TokenizerConfig(vocab_size=2048, sweep_vocab_sizes=(512, 1024, 1536, 2048, 2560)),
         data=DataConfig(block_size=256),
-        model=ModelConfig(vocab_size=8192, block_size=256, n_layer=8, n_head=8, n_embd=512),
+        model=ModelConfig(vocab_size=2048, block_size=256, n_layer=8, n_head=8, n_embd=512),
         train=TrainConfig(batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=200, compile=True),
         scaling=ScalingConfig(budgets=(1e15, 3e15, 1e16, 3e16), widths=(64, 96, 128, 192, 256, 384),
                               n_layer=4, batch_size=64),

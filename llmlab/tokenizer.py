@@ -203,7 +203,7 @@ def count_chunks(text_or_iter: str | Iterable[str], pattern: str = GPT4_SPLIT_PA
 
 def train_fast(text_or_iter: str | Iterable[str], vocab_size: int,
                pattern: str = GPT4_SPLIT_PATTERN, special_tokens: list[str] = SPECIAL_TOKENS,
-               progress: bool = False) -> list[tuple[int, int]]:
+               progress: bool = False, strict: bool = True) -> list[tuple[int, int]]:
     """Learn the same merges as :func:`train_naive`, fast.
 
     Unlike ``train_naive``:
@@ -220,6 +220,8 @@ def train_fast(text_or_iter: str | Iterable[str], vocab_size: int,
       the true maximum, with the same tie-break as ``train_naive`` (smallest pair).
 
     ``text_or_iter`` is one string or an iterable of documents (each split separately).
+    When the text runs out of pairs (every chunk is one token) before ``vocab_size`` is
+    reached, ``strict`` raises; ``strict=False`` returns the merges learned so far.
     """
     n_merges = _n_merges(vocab_size, special_tokens)
     # 1) distinct chunks with their counts
@@ -254,6 +256,8 @@ def train_fast(text_or_iter: str | Iterable[str], vocab_size: int,
         else:
             if bar is not None:
                 bar.close()
+            if not strict:
+                return merges
             raise _out_of_pairs(len(merges), n_merges, vocab_size)
         new_id = 256 + len(merges)
         merges.append(pair)
@@ -549,14 +553,20 @@ def vocab_sweep(train_texts: list[str], eval_texts: list[str], vocab_sizes: Iter
     BPE is greedy, so the merges of a smaller vocabulary are a *prefix* of a larger one's: we
     train once at the largest size and cut the merge list for the others. With ``peers``, a
     Hugging Face BPE trained at each size on the same texts is measured next to ours.
-    Returns one dict per size: ``vocab_size``, ``ours``, and ``tokenizers`` when ``peers``.
+
+    A size beyond what the text allows (it ran out of pairs: every distinct chunk is already one
+    token) gets all the merges there are, and ``complete=True``.
+    Returns one dict per size: ``vocab_size``, ``n_merges``, ``complete``, ``ours`` (bytes per
+    token) and ``tokenizers`` when ``peers``.
     """
     sizes = sorted(set(int(v) for v in vocab_sizes))
-    merges = train_fast(train_texts, sizes[-1], pattern, special_tokens)
+    merges = train_fast(train_texts, sizes[-1], pattern, special_tokens, strict=False)
     rows = []
     for v in sizes:
-        tok = Tokenizer(merges[:_n_merges(v, special_tokens)], pattern, special_tokens)
-        row = {"vocab_size": v, "ours": bytes_per_token(tok.encode_ordinary, eval_texts)}
+        n = _n_merges(v, special_tokens)
+        tok = Tokenizer(merges[:n], pattern, special_tokens)
+        row = {"vocab_size": v, "n_merges": len(tok.merges), "complete": n > len(merges),
+               "ours": bytes_per_token(tok.encode_ordinary, eval_texts)}
         if peers:
             hf = train_hf_bpe(train_texts, v, pattern, special_tokens)
             row["tokenizers"] = bytes_per_token(lambda t: hf.encode(t).ids, eval_texts)

@@ -128,3 +128,27 @@ def test_packing_wastes_less_on_short_documents():
     lengths = [10, 20, 30, 5] * 25                                # short docs, long windows
     assert padding_waste(lengths, 128) > 0.8
     assert packing_waste(lengths, 128) < 0.1
+
+
+def test_stages_token_files_decode_back_to_the_corpus():
+    """get_tokenizer/get_tokens (what notebooks 01-02 call): the token files hold exactly the
+    cleaned corpus, split by document, each document closed by end-of-text."""
+    from llmlab import stages
+    from llmlab.config import PRESETS
+    from llmlab.data.pipeline import read_corpus
+
+    tok = stages.get_tokenizer("smoke")
+    assert tok.vocab_size == PRESETS["smoke"].tokenizer.vocab_size == PRESETS["smoke"].model.vocab_size
+    art = stages.get_tokens("smoke")
+    texts = [d["text"] for d in read_corpus(stages.get_corpus("smoke"))]
+    tr_idx, va_idx = split_documents(len(texts), PRESETS["smoke"].data.val_frac)
+    for name, idx in (("train", tr_idx), ("val", va_idx)):
+        data = load_tokens(art.file(f"{name}.bin"))
+        assert int(data.max()) < tok.vocab_size
+        assert [tok.decode(d) for d in _unpack(data, tok.eot_id)] == [texts[i] for i in idx]
+        assert art.info[f"{name}_tokens"] == len(data)
+    assert len(va_idx) >= 1
+    assert art.info["bytes_per_token"] > 1.5
+    assert stages.get_tokens("smoke").hash == art.hash            # cached, not rebuilt
+    x, y = get_batch(load_tokens(art.file("train.bin")), 4, PRESETS["smoke"].data.block_size)
+    assert x.shape == (4, PRESETS["smoke"].data.block_size) and torch.equal(x[:, 1:], y[:, :-1])

@@ -229,6 +229,16 @@ def test_smaller_vocab_is_a_prefix_and_sweep_improves():
     assert [r["vocab_size"] for r in rows] == [300, 400, 512]
     assert rows[0]["ours"] < rows[1]["ours"] < rows[2]["ours"]
     assert all(abs(r["ours"] / r["tokenizers"] - 1) < 0.05 for r in rows)
+    assert not any(r["complete"] for r in rows)
+    # past the text's limit: every distinct chunk is one token, the sweep says so
+    limit = len(train_fast(texts, 10**6, strict=False))
+    assert 246 < limit < 10**6 - 266
+    with pytest.raises(ValueError, match=f"ran out of pairs after {limit} merges"):
+        train_fast(texts, 256 + limit + 1 + NS)
+    last = T.vocab_sweep(texts, texts, [256 + limit + NS, 256 + limit + 50 + NS], peers=False)
+    assert [r["complete"] for r in last] == [False, True]
+    assert last[0]["n_merges"] == last[1]["n_merges"] == limit
+    assert last[0]["ours"] == last[1]["ours"]
 
 
 def test_gpt2_encoding_reports_a_reason_offline(monkeypatch, tmp_path):
