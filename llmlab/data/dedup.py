@@ -230,7 +230,7 @@ def s_curve(s, r: int, b: int):
 
     P = 1 - (1 - s^r)^b  (Mining of Massive Datasets, section 3.4.2). Works on arrays.
 
-    >>> round(s_curve(0.5, 2, 2), 4)     # 1 - (1 - 0.25)^2
+    >>> float(s_curve(0.5, 2, 2))     # 1 - (1 - 0.25)^2
     0.4375
     """
     return 1.0 - (1.0 - np.asarray(s, dtype=float) ** r) ** b

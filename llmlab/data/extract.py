@@ -88,7 +88,7 @@ class _BlockParser(HTMLParser):
             self.in_link += 1
         if tag == "pre":
             self.in_pre += 1
-        if tag in BLOCK_TAGS:
+        if tag in BLOCK_TAGS or marks:   # boilerplate, even inline, gets a block of its own
             self._flush()
 
     def handle_endtag(self, tag):
@@ -96,17 +96,16 @@ class _BlockParser(HTMLParser):
             self._in_title = False
         if tag in VOID_TAGS or not any(t == tag for t, _ in self.stack):
             return   # stray end tag: ignore (real HTML is full of them)
-        if tag in BLOCK_TAGS:
+        idx = max(i for i, (t, _) in enumerate(self.stack) if t == tag)
+        popped = self.stack[idx:]          # the tag and any unclosed tags inside it
+        boundary = tag in BLOCK_TAGS or any(m for _, m in popped)
+        if boundary:
             self._flush()
-        while self.stack:   # pop up to and including the matching start tag
-            t, _ = self.stack.pop()
-            if t == "a":
-                self.in_link -= 1
-            if t == "pre":
-                self.in_pre -= 1
-            if t == tag:
-                break
-        if tag in BLOCK_TAGS:
+        for t, _ in popped:
+            self.in_link -= t == "a"
+            self.in_pre -= t == "pre"
+        del self.stack[idx:]
+        if boundary:
             self._flush()
 
     def handle_data(self, data):

@@ -103,8 +103,8 @@ def top_ngram_char_frac(text: str, n: int = 2) -> float:
 
     Gopher's repetition rule (at most 0.20 for bigrams): keyword spam repeats a few n-grams.
 
-    >>> round(top_ngram_char_frac("buy now buy now buy now", 2), 3)
-    0.667
+    >>> round(top_ngram_char_frac("buy now buy now ok", 2), 3)     # 2 * 6 / 14
+    0.857
     """
     ws = [w.lower() for w in _words(text)]
     if len(ws) < n:
