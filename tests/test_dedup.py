@@ -46,7 +46,8 @@ def test_mersenne_mod_matches_numpy():
     assert np.array_equal(dedup.mod_mersenne31(x), x % np.uint64(dedup.MERSENNE_31))
 
 
-def test_minhash_estimate_is_unbiased():
+@pytest.mark.parametrize("scheme", ["mod_prime", "affine32"])
+def test_minhash_estimate_is_unbiased(scheme):
     """Over many pairs, the mean error of the MinHash estimate is ~0 and its spread ~ sqrt(J(1-J)/P)."""
     rng = random.Random(0)
     texts = []
@@ -54,7 +55,7 @@ def test_minhash_estimate_is_unbiased():
         texts += list(_pair(rng, 120, rng.randint(0, 40)))
     ws = [dedup.words(t) for t in texts]
     h, d = dedup.shingle_hashes(ws, 3)
-    sig = dedup.minhash_signatures(h, d, len(texts), num_perm=128)
+    sig = dedup.minhash_signatures(h, d, len(texts), num_perm=128, scheme=scheme)
     est = dedup.estimate_jaccard(sig[0::2], sig[1::2])
     exact = np.array([dedup.jaccard(dedup.shingles(texts[i], 3), dedup.shingles(texts[i + 1], 3))
                       for i in range(0, len(texts), 2)])
@@ -76,12 +77,21 @@ def test_vectorised_shingle_hashes_match_the_python_sets(docs, n):
     assert np.all(np.diff(d) >= 0)
 
 
-def test_identical_documents_get_identical_signatures():
+@pytest.mark.parametrize("scheme, empty", [("mod_prime", dedup.MERSENNE_31),
+                                           ("affine32", 0xFFFFFFFF)])
+def test_identical_documents_get_identical_signatures(scheme, empty):
     ws = [["a", "b", "c", "d", "e", "f"], ["x", "y"], ["a", "b", "c", "d", "e", "f"], []]
     h, d = dedup.shingle_hashes(ws, 3)
-    sig = dedup.minhash_signatures(h, d, 4, num_perm=64)
+    sig = dedup.minhash_signatures(h, d, 4, num_perm=64, scheme=scheme)
     assert np.array_equal(sig[0], sig[2]) and not np.array_equal(sig[0], sig[1])
-    assert np.all(sig[3] == dedup.MERSENNE_31)       # no shingles: the all-max signature
+    assert np.all(sig[3] == empty)                   # no shingles: the all-max signature
+
+
+def test_chunking_does_not_change_signatures():
+    ws = [[f"w{(i * 7 + j) % 50}" for j in range(30 + i)] for i in range(20)]
+    h, d = dedup.shingle_hashes(ws, 3)
+    assert np.array_equal(dedup.minhash_signatures(h, d, 20, 32, chunk=37),
+                          dedup.minhash_signatures(h, d, 20, 32))
 
 
 def test_lsh_bands_by_hand():
