@@ -30,17 +30,17 @@ class WorldConfig:
     """The synthetic world (``llmlab.world``): its knowledge base and its crawl of the web."""
 
     seed: int = 1234                  # seeds the knowledge base and every page; same seed, same bytes
-    n_countries: int = 24             # countries, each with a capital, language, climate and export
-    n_people: int = 48                # people, each born in a country, with a profession and birth year
-    n_animals: int = 24               # animals, each with a habitat, diet and colour
-    n_inventions: int = 16            # inventions, each with an inventor, year and purpose
+    n_countries: int = 30             # countries, each with a capital, language, climate and export
+    n_people: int = 64                # people, each born in a country, with a profession and birth year
+    n_animals: int = 30               # animals, each with a habitat, diet and colour
+    n_inventions: int = 20            # inventions, each with an inventor, year and purpose
     n_unknown: int = 40               # entities that never appear anywhere (for an honest "I don't know")
     heldout_frac: float = 0.1         # share of facts kept out of every page (probes of generalisation)
     zipf_s: float = 1.1               # popularity skew: entity rank r gets weight 1/r^s of the extra pages
-    n_stories: int = 200              # short stories (the world's books)
-    n_threads: int = 600              # forum question-and-answer threads
+    n_stories: int = 700              # short stories (the world's books)
+    n_threads: int = 1600             # forum question-and-answer threads
     n_code: int = 40                  # small code snippets
-    n_spam: int = 250                 # low-quality pages, spread over the five low-quality kinds
+    n_spam: int = 500                 # low-quality pages, spread over the five low-quality kinds
     mirror_frac: float = 0.06         # share of good pages copied exactly to a mirror site
     near_dup_frac: float = 0.08       # share of good pages copied with small edits
     latin1_frac: float = 0.05         # share of pages served as windows-1252 instead of UTF-8

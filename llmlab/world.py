@@ -517,6 +517,7 @@ def story_lines(w: _Writer, hero: Entity, animal: Entity, invention: Entity | No
         w.fact_ids.append(col.id)
         para.append(f"It was {col.object} and very small.")
     lines.append(" ".join(para))
+    lines += story_middle(w, hero, animal)
     if invention is not None:
         purpose = w.known(invention.name, "purpose")
         if purpose:
@@ -530,6 +531,65 @@ def story_lines(w: _Writer, hero: Entity, animal: Entity, invention: Entity | No
     title = r.choice([f"The {animal.name} and the traveller", f"A tale of {hero.name}",
                       f"{hero.name} and the {animal.name}"])
     return title, lines
+
+
+PLACES = ["market", "harbour", "old bridge", "library", "village square", "mill", "tower",
+          "garden", "workshop", "inn", "school", "temple"]
+OBJECTS = ["a basket of apples", "an old map", "a small lantern", "a loaf of bread",
+           "a wooden box", "a letter", "a blue scarf", "a bag of coins", "a long rope",
+           "a clay jar", "a broken key", "a silver ring"]
+FOODS = ["some bread", "a bowl of soup", "two apples", "some cheese", "a warm pie",
+         "a handful of berries", "a plate of rice", "some fish"]
+NARRATIVE = [
+    "{He} walked to the {place} and bought {obj}.",
+    "At the {place}, {he} talked with an old {prof} about the weather.",
+    "The road was long, so {he} rested under a tall tree.",
+    "{He} wrote a letter to {his} family and sent it from the {place}.",
+    "It started to rain, and {he} waited inside the {place}.",
+    "Children were playing near the {place}, and they waved at {him}.",
+    "{He} found {obj} near the {place} and picked it up.",
+    "After a while {he} was hungry, so {he} ate {food}.",
+    "Two {animals} were sleeping near the {place}.",
+    "A {animal} was watching {him} from the roof of the {place}.",
+    "The {animals} ran away when {he} came closer.",
+    "{He} asked the people at the {place} for help, and they showed {him} the way.",
+    "Nobody at the {place} knew the answer, so {he} kept walking.",
+    "{He} sang a quiet song while {he} walked.",
+]
+
+
+def story_middle(w: _Writer, hero: Entity, animal: Entity) -> list:
+    """The middle of a story: 2-4 paragraphs of ordinary events, and maybe a friend.
+
+    Their sentences state no facts except the friend's (profession and birthplace, when known),
+    but carry the grammar a small model can learn: pronoun agreement (she/her, he/him) and
+    singular/plural agreement ("A frostfox was", "Two frostfoxes were").
+    """
+    r, world = w.rng, w.world
+    he = _pronoun(hero)
+    words = {"He": he, "he": he.lower(), "his": "her" if he == "She" else "his",
+             "him": "her" if he == "She" else "him"}
+    paras = []
+    for _ in range(r.randint(2, 4)):
+        sents = []
+        for _ in range(r.randint(2, 3)):
+            t = r.choice(NARRATIVE)
+            sent = t.format(**words, place=r.choice(PLACES), obj=r.choice(OBJECTS),
+                            food=r.choice(FOODS), prof=r.choice(PROFESSIONS),
+                            animal=animal.name, animals=plural(animal.name))
+            sents.append(sent[0].upper() + sent[1:])
+        paras.append(" ".join(sents))
+    if r.chance(0.5):
+        people = [e for e in world.entities if e.kind == "person" and e is not hero]
+        friend = r.choice(people)
+        prof, born = w.known(friend.name, "profession"), w.known(friend.name, "born_in")
+        if prof and born:
+            w.fact_ids += [prof.id, born.id]
+            paras.append(f"There {words['he']} met {friend.name}, a {prof.object} from "
+                         f"{born.object}. They became good friends.")
+        else:
+            paras.append(f"There {words['he']} met {friend.name}. They became good friends.")
+    return paras
 
 
 def thread_lines(w: _Writer, e: Entity) -> tuple:

@@ -148,7 +148,7 @@ def test_some_windows_1252_pages_carry_non_ascii():
 def test_summary_and_entropy(world):
     s = summary(world)
     assert s["pages"] == len(world.pages)
-    assert abs(sum(s["kind_shares"].values()) - 1) < 1e-6
+    assert abs(sum(s["kind_shares"].values()) - 1) < 1e-3      # shares are rounded to 4 places
     assert 0 < s["entropy_bits_per_byte"] < 8
     assert set(s["kind_counts"]) == set(KINDS) and all(s["kind_counts"][k] for k in BAD_KINDS)
 
