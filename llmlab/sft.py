@@ -440,12 +440,30 @@ def llama2_segments(messages: list[dict], add_generation_prompt: bool = False) -
     return segs
 
 
-TEMPLATES = {"chatml": chatml_segments, "llama2": llama2_segments}
-STOP_TOKENS = {"chatml": "<|im_end|>", "llama2": "</s>"}   # the token that ends a reply
+def alpaca_segments(messages: list[dict], add_generation_prompt: bool = False) -> list[tuple]:
+    """Alpaca's plain-text prompt (Taori et al. 2023) for tokenizers without chat markers,
+    such as GPT-2's (section 9): ``### Instruction:\\nuser\\n\\n### Response:\\nreply<|endoftext|>``
+    per turn, with GPT-2's end-of-text as the stop token. A system message opens the text.
+    """
+    _check_messages(messages)
+    segs: list = []
+    for m in messages:
+        content = m["content"].strip()
+        if m["role"] == "system":
+            segs += [(content + "\n\n", False, False)]
+        elif m["role"] == "user":
+            segs += [("### Instruction:\n" + content + "\n\n### Response:\n", False, False)]
+        else:
+            segs += [(content, False, True), ("<|endoftext|>", True, True), ("\n\n", False, False)]
+    return segs
+
+
+TEMPLATES = {"chatml": chatml_segments, "llama2": llama2_segments, "alpaca": alpaca_segments}
+STOP_TOKENS = {"chatml": "<|im_end|>", "llama2": "</s>", "alpaca": "<|endoftext|>"}  # ends a reply
 
 
 def render(messages: list[dict], template: str = "chatml", add_generation_prompt: bool = False) -> str:
-    """The conversation as text in ``template`` ("chatml" or "llama2")."""
+    """The conversation as text in ``template`` ("chatml", "llama2" or "alpaca")."""
     return "".join(s[0] for s in _segments(messages, template, add_generation_prompt))
 
 
@@ -519,6 +537,25 @@ def masked_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX)
+
+
+def mask_html(tok, ids: list[int], mask: list[int]) -> str:
+    """HTML of a tokenised conversation, one coloured box per token: green where the token is
+    a reply token (its loss counts), grey where its target is -100. Newlines show as ``\\n``.
+    """
+    import html
+
+    spans = []
+    for t, m in zip(ids, mask):
+        piece = tok.decode([t]).replace("\n", "\\n")
+        style = ("background:#b7e4b0;color:#000" if m else "background:#e6e6e6;color:#666")
+        weight = ";font-weight:bold" if t in tok.inverse_special else ""
+        spans.append(f'<span style="{style}{weight};border:1px solid #fff;padding:1px 2px;'
+                     f'font-family:monospace;white-space:pre">{html.escape(piece)}</span>')
+    legend = ('<div style="margin-top:4px;font-size:90%"><span style="background:#b7e4b0">'
+              '&nbsp;green&nbsp;</span> reply tokens (loss counts) &nbsp; <span style="background:'
+              '#e6e6e6">&nbsp;grey&nbsp;</span> system, user and template tokens (target -100)</div>')
+    return '<div style="line-height:1.9">' + "".join(spans) + "</div>" + legend
 
 
 # --------------------------------------------------------------------------------------------
@@ -793,3 +830,65 @@ def metrics_row(m: dict) -> dict:
 
 def nan_to_none(x: float):
     return None if isinstance(x, float) and math.isnan(x) else x
+
+
+# --------------------------------------------------------------------------------------------
+# 9. The same SFT on real GPT-2 (online only)
+# --------------------------------------------------------------------------------------------
+
+
+class TiktokenChat:
+    """GPT-2's tiktoken encoding with the few members :func:`tokenize_chat` and
+    :func:`generate_replies` use (its only special token is ``<|endoftext|>``)."""
+
+    def __init__(self, enc):
+        self.enc = enc
+        self.eot_id = enc.eot_token
+        self.pad_id = enc.eot_token
+        self.special_tokens = {"<|endoftext|>": enc.eot_token}
+        self.inverse_special = {enc.eot_token: "<|endoftext|>"}
+
+    def encode(self, text: str, allowed_special="none") -> list[int]:
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids) -> str:
+        return self.enc.decode(list(ids))
+
+
+def gpt2_sft_demo(load_model: Callable, train: list[dict], items: list[dict], steps: int = 300,
+                  lr: float = 3e-5, batch_size: int = 16, device=None) -> dict:
+    """Fine-tune real GPT-2 with this module's data, template, masking and loop (section 9).
+
+    ``load_model(device)`` returns GPT-2 as a :class:`~llmlab.model.GPT` (notebook 02's
+    converter, ``llmlab.hf``). Needs the network for the weights and tiktoken's GPT-2 files;
+    raises ``RuntimeError`` with the reason when they cannot be had. Returns the held-out
+    metrics before and after, the fine-tuning time and the peak GPU memory.
+    """
+    import dataclasses
+
+    from .config import TrainConfig
+    from .device import pick_device
+    from .tokenizer import gpt2_encoding
+
+    enc, reason = gpt2_encoding()
+    if enc is None:
+        raise RuntimeError(f"GPT-2 demo needs the network: {reason}")
+    tok = TiktokenChat(enc)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model = load_model(device)
+    block = min(model.config.block_size, 256)
+    train_enc, _ = encode_examples(train, tok, "alpaca", block)
+    val_enc, _ = encode_examples(train[-64:], tok, "alpaca", block)
+    before = metrics_row(evaluate(model, tok, items, "alpaca"))
+    cfg = dataclasses.replace(TrainConfig(), batch_size=batch_size, max_steps=steps, lr=lr,
+                              warmup_steps=max(steps // 20, 1), weight_decay=0.0,
+                              eval_every=max(steps // 3, 1), eval_batches=4)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    sft_train(model, train_enc, val_enc, cfg, tok.pad_id, device=device)
+    seconds = time.perf_counter() - t0
+    after = metrics_row(evaluate(model, tok, items, "alpaca"))
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"before": before, "after": after, "sft_seconds": round(seconds, 1),
+            "peak_gpu_gib": None if mem is None else round(mem, 2), "steps": steps}

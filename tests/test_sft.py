@@ -54,6 +54,13 @@ def test_llama2_rendering_exact():
     assert sft.render(CHAT[1:2], "llama2", add_generation_prompt=True) == "<s>[INST] Hi [/INST]"
 
 
+def test_alpaca_rendering_exact():
+    assert sft.render(CHAT[:3], "alpaca") == (
+        "Be brief.\n\n### Instruction:\nHi\n\n### Response:\nYo<|endoftext|>\n\n")
+    ids, mask = sft.tokenize_chat(CHAT[1:3], BYTES, "alpaca")
+    assert BYTES.decode([i for i, m in zip(ids, mask) if m]) == "Yo<|endoftext|>"
+
+
 def test_template_errors_are_clear():
     with pytest.raises(ValueError, match="unknown chat template 'alpaca'"):
         sft.render(CHAT, "alpaca")
