@@ -388,6 +388,22 @@ def datasketch_candidate_pairs(minhashes: list, bands: int, threshold: float = 0
 
 # --------------------------------------------------------------------------------------------
 # Measuring against the truth
+
+
+def edit_words(text: str, frac: float, seed: int = 0) -> str:
+    """A copy of ``text`` with a share ``frac`` of its words replaced by new ones.
+
+    Pairs (text, edited copy) over a range of ``frac`` span the whole range of Jaccard
+    similarity: notebook 01 uses them to measure LSH's detection rate against the S-curve.
+    """
+    import random
+
+    rng = random.Random(seed)
+    ws = text.split()
+    for i in rng.sample(range(len(ws)), int(round(frac * len(ws)))):
+        ws[i] = f"edit{rng.randrange(10**6)}"
+    return " ".join(ws)
+
 # --------------------------------------------------------------------------------------------
 
 
