@@ -149,12 +149,12 @@ def shingle_hashes(docs_words: list[list[str]], n: int = 5) -> tuple[np.ndarray,
     Returns ``(hashes, doc)`` of shape (S,) each, sorted by document. A document shorter than n
     words is one shingle (as :func:`shingles`); an empty one has none.
     """
-    vocab: dict[str, int] = {}
-    ids = [np.array([vocab.setdefault(w, len(vocab)) for w in ws], dtype=np.int64)
-           for ws in docs_words]
+    all_words = [w for ws in docs_words for w in ws]                                    # (W,)
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(all_words))}                      # (V,)
     word_hash = np.array([zlib.crc32(w.encode("utf-8")) for w in vocab], dtype=np.uint32)  # (V,)
-    lengths = np.array([len(ws) for ws in docs_words])                                  # (D,)
-    flat = word_hash[np.concatenate(ids)] if len(vocab) else np.zeros(0, np.uint32)     # (W,)
+    lengths = np.array([len(ws) for ws in docs_words], dtype=np.int64)                  # (D,)
+    ids = np.fromiter(map(vocab.__getitem__, all_words), dtype=np.int64, count=len(all_words))
+    flat = word_hash[ids]                                                               # (W,)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)            # (D,)
     n_sh = np.where(lengths >= n, lengths - n + 1, (lengths > 0).astype(np.int64))      # (D,)
     doc = np.repeat(np.arange(len(docs_words)), n_sh)                                   # (S,)
@@ -164,10 +164,11 @@ def shingle_hashes(docs_words: list[list[str]], n: int = 5) -> tuple[np.ndarray,
     for k in range(n):                               # 2) h = fmix(h * 31 + word_k), k < width
         valid = k < width
         idx = np.where(valid, pos + k, 0)
-        nxt = _fmix32(h * np.uint32(0x01000193) + flat[idx] if len(flat) else h)
+        nxt = _fmix32(h * np.uint32(0x01000193) + flat[idx]) if len(flat) else h
         h = np.where(valid, nxt, h)
     h = h & np.uint32(MERSENNE_31)                   # into [0, 2^31): inputs of the hash family
-    key = np.unique((doc.astype(np.uint64) << np.uint64(32)) | h.astype(np.uint64))    # 3)
+    key = np.sort((doc.astype(np.uint64) << np.uint64(32)) | h.astype(np.uint64))      # 3)
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key      # unique, sorted
     return key & np.uint64(0xFFFFFFFF), (key >> np.uint64(32)).astype(np.int64)
 
 
@@ -194,7 +195,7 @@ def hash_params(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minhash_signatures(hashes: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: int = 128,
-                       seed: int = 1, scheme: str = "affine32", chunk: int = 1 << 15) -> np.ndarray:
+                       seed: int = 1, scheme: str = "affine32", chunk: int = 1 << 12) -> np.ndarray:
     """MinHash signatures of all documents at once: sig[d, k] = min over d's shingles of h_k.
 
     ``hashes`` (S,) and ``doc`` (S,) come from :func:`shingle_hashes` (sorted by document).
@@ -227,7 +228,8 @@ def minhash_signatures(hashes: np.ndarray, doc: np.ndarray, n_docs: int, num_per
             hv = mod_mersenne31(x[:, None] * a[None, :] + b[None, :])      # (s, P)
         else:
             xm = _fmix32(x.astype(np.uint32))                              # (s,)
-            hv = xm[:, None] * a[None, :] + b[None, :]                     # (s, P) mod 2^32
+            hv = np.multiply.outer(xm, a)                                  # (s, P) mod 2^32
+            hv += b[None, :]                                               # in place
         run_starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])          # first row per doc
         mins = np.minimum.reduceat(hv, run_starts, axis=0)                 # (docs in chunk, P)
         rows = d[run_starts]
