@@ -95,3 +95,15 @@ def test_unknown_extractor_is_a_clear_error(tmp_path):
     art = stages.get_crawl("smoke")
     with pytest.raises(ValueError, match="DataConfig.extractor='nope'"):
         pipeline.clean_crawl(art.file("crawl.warc.gz"), DataConfig(extractor="nope"), progress=False)
+
+
+def test_classifier_step_when_configured():
+    from llmlab.config import DataConfig
+
+    art = stages.get_crawl("smoke")
+    truth = world.read_truth(art.file("truth.jsonl.gz"))
+    cfg = DataConfig(use_classifier=True, classifier_threshold=0.5)
+    docs, report = pipeline.clean_crawl(art.file("crawl.warc.gz"), cfg, truth, progress=False)
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["quality_classifier"]["docs_in"] == steps["quality_rules"]["docs_out"]
+    assert steps["quality_classifier"]["docs_out"] == len(docs) < steps["quality_rules"]["docs_out"]

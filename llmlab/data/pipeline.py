@@ -130,7 +130,7 @@ def clean_crawl(warc_path: str | Path, cfg: DataConfig = DataConfig(),
     after_quality = after_rules
     if cfg.use_classifier:
         t0 = time.perf_counter()
-        clf = train_reference_classifier(after_near, cfg)
+        clf = train_reference_classifier(after_near, cfg, progress=progress)
         scores = clf.score([d["text"] for d in after_rules])
         after_quality = [d for d, s in zip(after_rules, scores) if s >= cfg.classifier_threshold]
         step("quality_classifier", len(after_rules), len(after_quality), t0)
@@ -151,13 +151,14 @@ def clean_crawl(warc_path: str | Path, cfg: DataConfig = DataConfig(),
     return [{k: d[k] for k in ("url", "source", "kind", "text")} for d in out], report
 
 
-def train_reference_classifier(docs: list[dict], cfg: DataConfig, seed: int = 0):
+def train_reference_classifier(docs: list[dict], cfg: DataConfig, seed: int = 0,
+                               progress: bool = False):
     """The fastText-style classifier: ``cfg.reference_sources`` (label 1) against an equally
     large random sample of all documents, "random web text" (label 0)."""
     pos = [d["text"] for d in docs if d["source"] in cfg.reference_sources]
     rng = random.Random(seed)
     neg = [d["text"] for d in rng.sample(docs, min(len(docs), len(pos)))]
-    return quality.train_classifier(pos, neg, seed=seed)
+    return quality.train_classifier(pos, neg, seed=seed, progress=progress)
 
 
 def _count(items) -> dict:

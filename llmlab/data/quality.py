@@ -270,12 +270,15 @@ def _pack(id_lists):
 
 def train_classifier(positive: list[str], negative: list[str], buckets: int = 1 << 16,
                      dim: int = 16, ngrams: int = 2, epochs: int = 10, lr: float = 2.0,
-                     batch: int = 64, seed: int = 0) -> HashedNgramClassifier:
+                     batch: int = 64, seed: int = 0, progress: bool = False) -> HashedNgramClassifier:
     """Train reference (label 1) against random web text (label 0) with binary cross-entropy.
 
     Plain SGD on sparse embedding gradients, as fastText does: a step touches only the rows of
-    the n-grams in its batch, so a large hash table costs nothing per step.
+    the n-grams in its batch, so a large hash table costs nothing per step. With ``progress``
+    a bar shows the epochs and the loss as it trains.
     """
+    from tqdm.auto import tqdm
+
     import torch
 
     if not positive or not negative:
@@ -289,7 +292,8 @@ def train_classifier(positive: list[str], negative: list[str], buckets: int = 1 
     ys = torch.tensor([1.0] * len(positive) + [0.0] * len(negative))
     feats = [hashed_ngrams(t, buckets, ngrams) for t in texts]
     clf = HashedNgramClassifier(model, buckets, ngrams)
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc="classifier epochs", disable=not progress)
+    for _ in bar:
         perm = torch.randperm(len(texts), generator=g).tolist()
         total = 0.0
         model.train()
@@ -302,6 +306,7 @@ def train_classifier(positive: list[str], negative: list[str], buckets: int = 1 
             opt.step()
             total += loss.item() * len(idx)
         clf.history.append(total / len(texts))
+        bar.set_postfix(loss=f"{clf.history[-1]:.3f}")
     return clf
 
 
