@@ -162,6 +162,98 @@ def get_tokens(preset: Preset | str | None = None, root: Path | None = None) -> 
 # --- notebook 02: the base model (llmlab.model, llmlab.train) -----------------------------
 
 
+def pretraining_pages(preset: Preset | str | None = None, root: Path | None = None) -> list:
+    """The world's pages behind the training split of the token files (notebook 02, section 6).
+
+    The cleaned corpus keeps a page's url; :func:`llmlab.packing.split_documents` decides which
+    documents went to ``train.bin``. A page kept twice counts twice.
+    """
+    from . import packing as packing_mod
+    from .data.pipeline import read_corpus
+
+    p = _preset(preset)
+    docs = read_corpus(get_corpus(p, root=root))  # noqa: F821 (notebook 01's section above)
+    train_idx, _ = packing_mod.split_documents(len(docs), p.data.val_frac, 0)
+    by_url = {pg.url: pg for pg in get_world(p).pages}
+    return [by_url[docs[i]["url"]] for i in train_idx if docs[i].get("url") in by_url]
+
+
+def pretraining_fact_counts(preset: Preset | str | None = None, root: Path | None = None):
+    """How many times each fact id is stated in the pretraining (training-split) pages."""
+    return get_world(preset).fact_counts(pretraining_pages(preset, root=root))
+
+
+def train_base_model(preset: Preset | str | None = None, root: Path | None = None,
+                     callback=None, progress: bool = True, device=None):
+    """Train the base model of ``preset`` from scratch on its token files (notebook 02, section 4).
+
+    Returns ``(model, TrainResult)``. :func:`get_base_model` stores what this returns; the
+    benchmark ``benchmarks/base_model.py`` times it.
+    """
+    from . import model as model_mod
+    from . import packing as packing_mod
+    from . import train as train_mod
+    from .device import seed_everything
+
+    p = _preset(preset)
+    tokens = get_tokens(p, root=root)  # noqa: F821 (notebook 01's section above)
+    train_data = packing_mod.load_tokens(tokens.file("train.bin"))
+    val_data = packing_mod.load_tokens(tokens.file("val.bin"))
+    seed_everything(p.train.seed)
+    model = model_mod.GPT(p.model)
+    result = train_mod.train(model, train_data, val_data, p.train, device=device,
+                             callback=callback, progress=progress)
+    return model, result
+
+
+def get_base_model(preset: Preset | str | None = None, root: Path | None = None,
+                   callback=None, progress: bool = True) -> Artifact:
+    """The pretrained base model (notebook 02): ``model.pt`` (a checkpoint with its config,
+    :func:`llmlab.train.save_checkpoint`) and ``train_log.json`` (the :class:`TrainResult`:
+    losses per step, validation losses, tokens/s, MFU, wall time). ``callback`` and ``progress``
+    are passed to :func:`llmlab.train.train` when the model has to be trained."""
+    import json
+
+    from . import model as model_mod
+    from . import train as train_mod
+    from .artifacts import atomic_write_text
+
+    p = _preset(preset)
+    tokens = get_tokens(p, root=root)  # noqa: F821 (notebook 01's section above)
+
+    def build(tmp: Path) -> dict:
+        model, res = train_base_model(p, root=root, callback=callback, progress=progress)
+        train_mod.save_checkpoint(tmp / "model.pt", model.cpu(), state={"step": res.steps})
+        atomic_write_text(tmp / "train_log.json", json.dumps(res.to_dict()))
+        return {"steps": res.steps, "tokens": res.tokens, "final_train_loss": res.train_losses[-1],
+                "val_loss": res.val_losses[-1][1], "tokens_per_sec": round(res.tokens_per_sec, 1),
+                "mfu": round(res.mfu, 4), "wall_seconds": round(res.wall_seconds, 2),
+                "precision": res.precision, "params": model.num_params(),
+                "params_with_embeddings": model.num_params(non_embedding=False)}
+
+    return ensure("base_model", p.name, [p.model, p.train], build, deps=[tokens],
+                  code=[model_mod, train_mod.train, train_mod.configure_optimizer,
+                        train_mod.param_groups, train_mod.lr_at, train_mod.estimate_loss],
+                  root=root)
+
+
+def load_base_model(preset: Preset | str | None = None, device=None, root: Path | None = None):
+    """The base model of :func:`get_base_model` as a :class:`llmlab.model.GPT` in eval mode."""
+    from .train import load_checkpoint
+
+    art = get_base_model(preset, root=root)
+    model, _ = load_checkpoint(art.file("model.pt"), device=device)
+    return model.eval()
+
+
+def load_train_log(preset: Preset | str | None = None, root: Path | None = None) -> dict:
+    """The base model's :class:`llmlab.train.TrainResult` as a dict (``train_log.json``)."""
+    import json
+
+    return json.loads(get_base_model(preset, root=root).file("train_log.json").read_text())
+
+
+
 # --- notebook 03: the IsoFLOP sweep (llmlab.scaling) --------------------------------------
 
 
