@@ -824,8 +824,9 @@ def evaluate(model, tok, items: list[dict], template: str = "chatml", known: dic
 
 
 def metrics_row(m: dict) -> dict:
-    """The four headline shares of an :func:`evaluate` result, rounded for a table."""
-    return {k: round(float(m[k]), 3) for k in ("format", "factual", "idk", "refusal")}
+    """The four headline shares of an :func:`evaluate` result, rounded for a table (None where
+    a share has no prompts, e.g. ``factual`` when the base model knows no held-out fact)."""
+    return {k: nan_to_none(round(float(m[k]), 3)) for k in ("format", "factual", "idk", "refusal")}
 
 
 def nan_to_none(x: float):

@@ -344,3 +344,11 @@ def test_short_sft_run_raises_format_adherence(bpe):
     assert res.val_losses[-1][1] < res.val_losses[0][1] - 2.0
     assert before["format"] < 0.2
     assert after["format"] > before["format"] + 0.5
+
+
+def test_gpt2_demo_offline_says_why(monkeypatch):
+    import llmlab.tokenizer
+
+    monkeypatch.setattr(llmlab.tokenizer, "gpt2_encoding", lambda: (None, "offline in this test"))
+    with pytest.raises(RuntimeError, match="needs the network: offline in this test"):
+        sft.gpt2_sft_demo(lambda dev: None, [], [])
