@@ -42,6 +42,7 @@ def continuation_logprobs(model, tokenizer, pairs: list, batch_size: int = 64,
     reads as the start of a document -- as documents start in the packed token files.
     Sequences longer than ``block_size`` keep their last ``block_size`` tokens.
     """
+    was_training = model.training
     model.eval()
     dev = _device(model)
     block = model.config.block_size
@@ -69,6 +70,7 @@ def continuation_logprobs(model, tokenizer, pairs: list, batch_size: int = 64,
         mask = y != -100                                                       # (B, T)
         picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)     # (B, T)
         out.extend((picked * mask).sum(-1).tolist())
+    model.train(was_training)
     return out
 
 
@@ -243,9 +245,11 @@ def top_next_tokens(model, tokenizer, text: str, k: int = 10, temperature: float
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    was_training = model.training
     model.eval()
     ids = ([tokenizer.eot_id] + tokenizer.encode_ordinary(text))[-model.config.block_size:]
     logits, _ = model(torch.tensor([ids], device=_device(model)))               # (1, T, V)
+    model.train(was_training)
     probs = F.softmax(logits[0, -1].float() / temperature, dim=-1)              # (V,)
     p, i = torch.topk(probs, min(k, probs.numel()))
     return [(tokenizer.decode([t]), float(q)) for t, q in zip(i.tolist(), p.tolist())]

@@ -138,6 +138,50 @@ def estimate_loss(model: nn.Module, data, cfg: TrainConfig, device=None, batches
     return float(np.mean(losses))
 
 
+@torch.no_grad()
+def loss_over(model: nn.Module, data, batch_size: int = 32, device=None) -> float:
+    """Mean next-token loss over *all* of ``data``, cut into consecutive windows (no sampling).
+
+    Every token after the first is predicted once (the tail shorter than a window included),
+    so the result is the exact per-token cross-entropy of the file in nats.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    block = unwrap(model).config.block_size
+    arr = torch.from_numpy(np.asarray(data, dtype=np.int64))
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    n_full = (len(arr) - 1) // block
+    xs = arr[:n_full * block].view(n_full, block)                                       # (N, T)
+    ys = arr[1:n_full * block + 1].view(n_full, block)                                  # (N, T)
+    chunks = [(xs[i:i + batch_size], ys[i:i + batch_size]) for i in range(0, n_full, batch_size)]
+    if len(arr) - 1 > n_full * block:                                                   # the tail
+        chunks.append((arr[n_full * block:-1].unsqueeze(0), arr[n_full * block + 1:].unsqueeze(0)))
+    for x, y in chunks:
+        _, loss = model(x.to(device), y.to(device))
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def bits_per_byte(loss_nats: float, n_tokens: int, n_bytes: int) -> float:
+    """Cross-entropy per byte in bits: ``loss / ln 2 * tokens / bytes``, comparable across
+    tokenizers (and with the world's renderer entropy).
+
+    >>> round(bits_per_byte(math.log(2), 100, 400), 3)   # 1 bit per token, 4 bytes per token
+    0.25
+    """
+    return loss_nats / math.log(2) * n_tokens / n_bytes
+
+
+def bytes_of_tokens(tokenizer, ids) -> int:
+    """Bytes of text behind token ids; each end-of-text token counts as one byte (a separator)."""
+    ids = [int(t) for t in ids]
+    text = [t for t in ids if t != tokenizer.eot_id]
+    return len(tokenizer.decode_bytes(text)) + (len(ids) - len(text))
+
+
 @lru_cache(maxsize=None)
 def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
     """This CPU's fp32 matmul throughput in FLOP/s (best of ``repeats`` n x n products)."""

@@ -10,7 +10,8 @@ from llmlab.hf import config_from_hf, from_hf_gpt2  # noqa: E402
 
 def tiny_gpt2(**kw):
     cfg = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kw)
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                  bos_token_id=0, eos_token_id=0, **kw)
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(cfg).eval()
 

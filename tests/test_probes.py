@@ -97,3 +97,24 @@ def test_training_on_statements_teaches_the_facts():
     g = probes.score_grammar(m, TOK, [p for p in probes.grammar_probes(WORLD)
                                       if p.kind == "agreement (singular)"])
     assert g["all"][1] == len([e for e in WORLD.entities if e.kind == "animal"])
+
+
+def test_next_token_widget_draws_the_models_top_k():
+    import matplotlib
+    matplotlib.use("Agg")
+    from llmlab.widgets.next_token import next_token_widget, plot_top_k, sample_continuation
+
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    top = probes.top_next_tokens(m, TOK, "The", k=5)
+    ax = plot_top_k(top, "The", 1.0)
+    widths = sorted(b.get_width() for b in ax.patches)
+    assert widths == pytest.approx(sorted(p for _, p in top))
+    box = next_token_widget(m, TOK, ["The", "Many"], k=5)
+    pick, text, temp = box.children[:3]
+    pick.value = "Many"
+    assert text.value == "Many"
+    a = sample_continuation(m, TOK, "The", 1.0, max_new_tokens=5, seed=3)
+    assert a == sample_continuation(m, TOK, "The", 1.0, max_new_tokens=5, seed=3)
+    with pytest.raises(ValueError, match="at least one context"):
+        next_token_widget(m, TOK, [])

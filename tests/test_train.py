@@ -168,3 +168,19 @@ def test_estimate_loss_is_repeatable_and_mfu_by_hand():
     cfg = TrainConfig(batch_size=4, eval_batches=3)
     assert estimate_loss(m, data, cfg) == estimate_loss(m, data, cfg)
     assert mfu(6e6, 1e4, 1.2e11) == pytest.approx(0.5)
+
+
+def test_loss_over_covers_every_token_once():
+    """``loss_over`` equals the summed cross-entropy of every next token, window by window."""
+    torch.manual_seed(0)
+    m = GPT(CFG)
+    data = pattern_tokens(200)[:37]      # 36 predictions: two full windows of 16 and a tail of 4
+    t = torch.from_numpy(data.astype(np.int64))
+    total = 0.0
+    for s in range(0, 36, 16):
+        x = t[s:min(s + 16, 36)]
+        logits, _ = m(x[None])
+        total += torch.nn.functional.cross_entropy(logits[0], t[s + 1:s + 1 + len(x)], reduction="sum").item()
+    from llmlab.train import bits_per_byte, loss_over
+    assert loss_over(m, data, batch_size=1) == pytest.approx(total / 36, rel=1e-5)
+    assert bits_per_byte(math.log(2), 100, 400) == pytest.approx(0.25)

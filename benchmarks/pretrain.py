@@ -1,0 +1,169 @@
+"""Pretraining throughput: llmlab's GPT against transformers' GPT2LMHeadModel, and MFU.
+
+    python benchmarks/pretrain.py [--preset cpu] [--repeats 5] [--steps 5]
+
+CPU part (always): training steps (forward, backward, AdamW) of llmlab's model and of
+``transformers.GPT2LMHeadModel`` built with the same configuration, on the same batch, in the
+same run, interleaved (A, B, A, B ...) so that other load on the machine hits both alike;
+tokens per second are medians over ``--repeats`` rounds of ``--steps`` steps. MFU is
+llmlab's training FLOP/s (``GPT.flops_per_token``) over this machine's fp32 matmul peak,
+measured here (median of repeats of a 1024^3 matmul).
+
+GPU part (only when CUDA is present): the gpu preset's model with bf16 autocast and
+``torch.compile``, MFU against the card's dense bf16 peak (``llmlab.train.GPU_PEAKS``).
+
+The last line of stdout is one JSON object with the figures and the goals.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from llmlab.config import get_preset  # noqa: E402
+from llmlab.device import autocast, choose_precision  # noqa: E402
+from llmlab.model import GPT  # noqa: E402
+from llmlab.train import GPU_PEAKS, TrainConfig, configure_optimizer, peak_flops  # noqa: E402
+
+GOAL_SPEEDUP = 1.2
+GOAL_CPU_MFU = 0.35
+GOAL_GPU_MFU = 0.45
+
+
+def matmul_peak(n: int = 1024, repeats: int = 7) -> float:
+    """Median fp32 matmul FLOP/s of an n x n product on this CPU."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        times.append((time.perf_counter() - t0) / 4)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def hf_model(cfg):
+    import transformers
+
+    hcfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size,
+                                   n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                   activation_function="gelu_new")
+    return transformers.GPT2LMHeadModel(hcfg)
+
+
+def make_step(model, kind: str, x, y, device, precision):
+    opt = configure_optimizer(model, TrainConfig())
+
+    def step():
+        with autocast(device, precision):
+            if kind == "llmlab":
+                _, loss = model(x, y)
+            else:
+                loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return step
+
+
+def timed(step, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def cpu_part(preset, repeats: int, steps: int) -> dict:
+    cfg, tcfg = preset.model, preset.train
+    device, precision = torch.device("cpu"), choose_precision(torch.device("cpu"))
+    torch.manual_seed(0)
+    B, T = tcfg.batch_size, cfg.block_size
+    x = torch.randint(0, cfg.vocab_size, (B, T))
+    y = torch.randint(0, cfg.vocab_size, (B, T))
+    ours = GPT(cfg).train()
+    steps_fn = {"llmlab": make_step(ours, "llmlab", x, y, device, precision)}
+    try:
+        theirs = hf_model(cfg).train()
+        steps_fn["transformers"] = make_step(theirs, "hf", x, y, device, precision)
+    except ImportError:
+        print("transformers is not installed: only llmlab is measured", file=sys.stderr)
+    for fn in steps_fn.values():
+        timed(fn, 2)   # warm-up
+    per_step = {k: [] for k in steps_fn}
+    peaks = []
+    for r in range(repeats):
+        peaks.append(matmul_peak(repeats=3))
+        for k, fn in steps_fn.items():
+            per_step[k].append(timed(fn, steps))
+        print(f"round {r + 1}/{repeats}: " + ", ".join(
+            f"{k} {B * T / v[-1]:,.0f} tok/s" for k, v in per_step.items()), file=sys.stderr)
+    tok_s = {k: B * T / statistics.median(v) for k, v in per_step.items()}
+    peak = statistics.median(peaks)
+    flops = ours.flops_per_token()
+    out = {"cpu_threads": torch.get_num_threads(), "batch": [B, T],
+           "model": {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head,
+                     "vocab_size": cfg.vocab_size, "params": ours.num_params()},
+           "llmlab_tokens_per_sec": round(tok_s["llmlab"], 1),
+           "cpu_matmul_peak_gflops": round(peak / 1e9, 2),
+           "llmlab_train_gflops": round(flops * tok_s["llmlab"] / 1e9, 2),
+           "cpu_mfu": round(flops * tok_s["llmlab"] / peak, 4), "goal_cpu_mfu": GOAL_CPU_MFU}
+    if "transformers" in tok_s:
+        out["transformers_tokens_per_sec"] = round(tok_s["transformers"], 1)
+        out["speedup_vs_transformers"] = round(tok_s["llmlab"] / tok_s["transformers"], 3)
+        out["goal_speedup"] = GOAL_SPEEDUP
+    return out
+
+
+def gpu_part(repeats: int, steps: int) -> dict:
+    preset = get_preset("gpu")
+    cfg, tcfg = preset.model, preset.train
+    device = torch.device("cuda")
+    precision = choose_precision(device)
+    torch.manual_seed(0)
+    B, T = tcfg.batch_size, cfg.block_size
+    x = torch.randint(0, cfg.vocab_size, (B, T), device=device)
+    y = torch.randint(0, cfg.vocab_size, (B, T), device=device)
+    model = GPT(cfg).to(device).train()
+    compiled = torch.compile(model)
+    step = make_step(compiled, "llmlab", x, y, device, precision)
+    timed(step, 5)   # compile and warm up
+    times = [timed(step, steps) for _ in range(repeats)]
+    tok_s = B * T / statistics.median(times)
+    peak = peak_flops(device, precision.name)
+    return {"gpu": torch.cuda.get_device_name(device), "gpu_precision": precision.name,
+            "gpu_tokens_per_sec": round(tok_s, 1), "gpu_peak_tflops": peak / 1e12,
+            "gpu_mfu": round(model.flops_per_token() * tok_s / peak, 4),
+            "goal_gpu_mfu": GOAL_GPU_MFU, "gpu_peaks_known": sorted(GPU_PEAKS)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args(argv)
+    preset = get_preset(args.preset)
+    result = {"benchmark": "pretrain", "preset": preset.name, "torch": torch.__version__}
+    result.update(cpu_part(preset, args.repeats, args.steps))
+    if torch.cuda.is_available():
+        result.update(gpu_part(args.repeats, max(args.steps, 10)))
+    else:
+        result["gpu"] = None
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
