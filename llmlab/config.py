@@ -116,10 +116,10 @@ class TrainConfig:
 class ScalingConfig:
     """The IsoFLOP sweep (notebook 03)."""
 
-    budgets: tuple = (2e11, 6e11, 1.8e12)  # compute budgets C in FLOPs (C = 6 N D per run)
-    widths: tuple = (32, 48, 64, 96, 128)  # model-size ladder: n_embd of each model
+    budgets: tuple = (5e10, 1.5e11, 5e11)  # compute budgets C in FLOPs (C = 6 N D per run)
+    widths: tuple = (16, 24, 32, 48, 64)  # model-size ladder: n_embd of each model
     n_layer: int = 2                  # depth of every model in the ladder
-    head_dim: int = 16                # channels per attention head (n_head = width / head_dim)
+    head_dim: int = 8                 # channels per attention head (n_head = width / head_dim)
     batch_size: int = 8               # sequences per step (block_size from the preset's model)
     lr: float = 3e-3                  # peak learning rate for every run
     warmup_frac: float = 0.05         # warmup as a share of each run's steps; cosine to its end
@@ -127,6 +127,7 @@ class ScalingConfig:
     eval_batches: int = 20            # validation batches behind each run's final loss
     seed: int = 0                     # seeds every run's init and batch order
     n_boot: int = 200                 # bootstrap resamples behind the fitted intervals
+    threads: int = 1                  # CPU threads while sweeping (tiny models: 1 beats 2; 0 = leave as is)
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,8 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(block_size=64),
         model=ModelConfig(vocab_size=512, block_size=64, n_layer=1, n_head=2, n_embd=32),
         train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
-        scaling=ScalingConfig(budgets=(3e9, 1e10, 3e10), widths=(8, 16, 24, 32, 48), n_layer=1,
-                              batch_size=4),
+        scaling=ScalingConfig(budgets=(3e8, 6e8, 1.2e9), widths=(8, 16, 24), n_layer=1,
+                              batch_size=4, min_steps=10, eval_batches=2, n_boot=20),
         sft=SFTConfig(n_small=50, n_large=200, n_val=20, max_steps=20, batch_size=4,
                       warmup_steps=2, eval_every=10, eval_batches=2, max_story_chars=90,
                       max_new_tokens=20),
@@ -193,8 +194,8 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(block_size=256),
         model=ModelConfig(vocab_size=2048, block_size=256, n_layer=8, n_head=8, n_embd=512),
         train=TrainConfig(batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=200, compile=True),
-        scaling=ScalingConfig(budgets=(1e15, 3e15, 1e16, 3e16), widths=(64, 96, 128, 192, 256, 384),
-                              n_layer=4, batch_size=64),
+        scaling=ScalingConfig(budgets=(1e13, 3e13, 1e14), widths=(64, 96, 128, 192, 256),
+                              n_layer=4, batch_size=32),
         sft=SFTConfig(max_steps=1500, batch_size=32, lr=1e-4, high_lr=1e-3, max_story_chars=500),
     ),
 }

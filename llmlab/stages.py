@@ -257,6 +257,46 @@ def load_train_log(preset: Preset | str | None = None, root: Path | None = None)
 # --- notebook 03: the IsoFLOP sweep (llmlab.scaling) --------------------------------------
 
 
+def get_sweep(preset: Preset | str | None = None, root: Path | None = None) -> Artifact:
+    """Notebook 03's IsoFLOP sweep (section 2): ``sweep.csv`` (one row per run: budget, width,
+    N, D, steps, FLOPs, final validation loss, seconds, epochs) and ``sweep.json`` (the same
+    rows and the config). Built by :func:`llmlab.scaling.run_sweep` on the preset's token files
+    with ``ScalingConfig``; ``info`` has the wall time. Read the rows back with
+    :func:`llmlab.scaling.read_sweep_csv`."""
+    import json
+    import time
+
+    from . import model as model_mod
+    from . import scaling as scaling_mod
+    from . import train as train_mod
+    from .artifacts import atomic_write_text
+    from .config import config_dict
+    from .packing import load_tokens
+
+    p = _preset(preset)
+    tokens = get_tokens(p, root=root)
+
+    def build(tmp: Path) -> dict:
+        t0 = time.perf_counter()
+        rows = scaling_mod.run_sweep(p.scaling, p.model, p.train,
+                                     load_tokens(tokens.file("train.bin")),
+                                     load_tokens(tokens.file("val.bin")))
+        seconds = time.perf_counter() - t0
+        header = (f"IsoFLOP sweep of llmlab, preset {p.name}: llmlab.scaling.run_sweep\n"
+                  f"loss = final validation loss in nats per token of this preset's tokenizer")
+        atomic_write_text(tmp / "sweep.csv", scaling_mod.rows_to_csv(rows, header))
+        atomic_write_text(tmp / "sweep.json", json.dumps(
+            {"preset": p.name, "scaling": config_dict(p.scaling), "rows": rows}, indent=1))
+        return {"runs": len(rows), "sweep_seconds": round(seconds, 1)}
+
+    # only the code that trains and records the runs (editing the fits does not rerun the sweep)
+    code = [scaling_mod.plan_sweep, scaling_mod.run_sweep, scaling_mod._run,
+            scaling_mod.compute_params, scaling_mod.forward_flops_breakdown,
+            scaling_mod.train_flops_per_token, scaling_mod.rows_to_csv, model_mod, train_mod]
+    return ensure("sweep", p.name, [p.scaling, p.model, p.train], build, deps=[tokens],
+                  code=code, root=root)
+
+
 # --- notebook 04: the SFT model (llmlab.sft) ----------------------------------------------
 
 

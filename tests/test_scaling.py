@@ -226,3 +226,30 @@ def test_tiny_sweep_trains_and_more_compute_helps():
     assert all(r["loss"] < math.log(V) - 0.5 for r in rows)
     best = {C: min(r["loss"] for r in rows if r["budget"] == C) for C in scfg.budgets}
     assert best[3e8] < best[1e8]
+
+
+# --- 5. the calculator widget -----------------------------------------------------------------
+
+def test_widget_budget_modes_and_report():
+    from llmlab.widgets import chinchilla as calc
+
+    assert calc.budget_flops("FLOPs", flops=3e21) == 3e21
+    assert calc.budget_flops("GPUs", gpu="A100", n_gpus=2, days=1.0, mfu=0.5) == pytest.approx(
+        2 * 86400 * 312e12 * 0.5)
+    assert calc.budget_flops("dollars", gpu="H100", dollars=250.0, price=2.5, mfu=0.4) == pytest.approx(
+        100 * 3600 * 989e12 * 0.4)
+    with pytest.raises(ValueError, match="budget mode"):
+        calc.budget_flops("euros")
+    html = calc.report(EPOCH, 1e23, "H100", 64, 0.4, size_factor=0.5)
+    N, D = EPOCH.optimal(1e23)
+    assert f"{D / N:.1f}" in html and "over-trained" in html and "Epoch AI" in html
+    assert "over-trained" not in calc.report(CHINCHILLA, 1e23)
+
+
+def test_widget_builds():
+    pytest.importorskip("ipywidgets")
+    from llmlab.widgets import chinchilla as calc
+
+    box = calc.calculator()
+    html = box.children[-1]
+    assert "compute-optimal parameters" in html.value
