@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import torch
 
     from llmlab import scaling, stages
-    from llmlab.config import get_preset
+    from llmlab.config import TrainConfig, get_preset
     from llmlab.device import pick_device
     from llmlab.packing import load_tokens
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     val = load_tokens(tokens.file("val.bin"))
 
     t0 = time.perf_counter()
-    rows = scaling.run_sweep(p.scaling, p.model, p.train, train, val, progress=True)
+    rows = scaling.run_sweep(p.scaling, p.model, TrainConfig(), train, val, progress=True)
     wall = time.perf_counter() - t0
     for r in rows:
         print(f"C={r['budget']:.1e} width={r['n_embd']:4d} N={r['n_params']:>9,} D={r['tokens']:>10,} "

@@ -270,7 +270,7 @@ def get_sweep(preset: Preset | str | None = None, root: Path | None = None) -> A
     from . import scaling as scaling_mod
     from . import train as train_mod
     from .artifacts import atomic_write_text
-    from .config import config_dict
+    from .config import TrainConfig, config_dict
     from .packing import load_tokens
 
     p = _preset(preset)
@@ -278,7 +278,7 @@ def get_sweep(preset: Preset | str | None = None, root: Path | None = None) -> A
 
     def build(tmp: Path) -> dict:
         t0 = time.perf_counter()
-        rows = scaling_mod.run_sweep(p.scaling, p.model, p.train,
+        rows = scaling_mod.run_sweep(p.scaling, p.model, TrainConfig(),
                                      load_tokens(tokens.file("train.bin")),
                                      load_tokens(tokens.file("val.bin")))
         seconds = time.perf_counter() - t0
@@ -293,7 +293,10 @@ def get_sweep(preset: Preset | str | None = None, root: Path | None = None) -> A
     code = [scaling_mod.plan_sweep, scaling_mod.run_sweep, scaling_mod._run,
             scaling_mod.compute_params, scaling_mod.forward_flops_breakdown,
             scaling_mod.train_flops_per_token, scaling_mod.rows_to_csv, model_mod, train_mod]
-    return ensure("sweep", p.name, [p.scaling, p.model, p.train], build, deps=[tokens],
+    # the runs take their optimiser settings from TrainConfig's defaults (weight decay, clipping,
+    # cosine floor) and everything else from ScalingConfig, so tuning the preset's pretraining
+    # run (notebook 02) does not rerun the sweep
+    return ensure("sweep", p.name, [p.scaling, p.model, TrainConfig()], build, deps=[tokens],
                   code=code, root=root)
 
 

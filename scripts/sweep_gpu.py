@@ -30,7 +30,7 @@ def main(argv=None) -> int:
 
     from llmlab import scaling, stages
     from llmlab.artifacts import atomic_write_text
-    from llmlab.config import get_preset
+    from llmlab.config import TrainConfig, get_preset
     from llmlab.device import describe
     from llmlab.packing import load_tokens
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         print(f"plan: C={r['budget']:.1e} width={r['n_embd']} N={r['n_params']:,} steps={r['steps']} "
               f"epochs={r['tokens'] / len(train):.2f}", flush=True)
     t0 = time.perf_counter()
-    rows = scaling.run_sweep(p.scaling, p.model, p.train, train, val)
+    rows = scaling.run_sweep(p.scaling, p.model, TrainConfig(), train, val)
     wall = time.perf_counter() - t0
     device = env.get("gpu", env["device"])
     header = "\n".join([

@@ -139,7 +139,7 @@ def test_parametric_fit_recovers_known_law():
     assert law.E == pytest.approx(TRUE.E, rel=0.03)
     assert law.a == pytest.approx(TRUE.a, abs=0.02)
     # and the bootstrap's 10-90% interval of alpha covers the truth or lies within 0.02 of it
-    samples = scaling.bootstrap_parametric(N, D, L, n_boot=20, start=law, n_starts=0)
+    samples = scaling.bootstrap_parametric(N, D, L, n_boot=10, start=law, n_starts=0)
     lo, hi = scaling.interval(samples[:, 3])
     assert lo - 0.02 <= TRUE.alpha <= hi + 0.02 and hi - lo < 0.05
 
