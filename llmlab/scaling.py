@@ -332,7 +332,7 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     (1.0, 3.0)
     """
     e, logk = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
-    return float(e), float(math.exp(logk))
+    return float(e), float(np.exp(logk))
 
 
 @dataclass
@@ -362,7 +362,8 @@ def fit_isoflop(rows: list[dict]) -> IsoFLOPFit:
     1) for each budget, fit loss against log N with a parabola; its vertex is N_opt(C);
     2) D_opt(C) = C / (6 N_opt), the tokens the budget allows at that size;
     3) fit N_opt = k_n C^a and D_opt = k_d C^b across budgets (a + b = 1 since N D = C / 6).
-    Budgets whose parabola has no minimum are NaN and left out of step 3.
+    Budgets whose parabola has no minimum, or has it outside the sizes that budget trained (the
+    ladder did not bracket the optimum), are NaN and left out of step 3.
     """
     C, N, _, L = _columns(rows)
     budgets = np.unique(C)
@@ -372,6 +373,8 @@ def fit_isoflop(rows: list[dict]) -> IsoFLOPFit:
     for c in budgets:
         sel = C == c
         cf, x = fit_parabola(np.log(N[sel]), L[sel])
+        if not np.log(N[sel]).min() <= x <= np.log(N[sel]).max():
+            x = float("nan")        # the minimum lies outside the ladder: an extrapolation, not a measurement
         coeffs.append(cf)
         n_opt.append(math.exp(x) if np.isfinite(x) else float("nan"))
         loss_opt.append(float(np.polyval(cf, x)) if np.isfinite(x) else float("nan"))

@@ -253,3 +253,15 @@ def test_widget_builds():
     box = calc.calculator()
     html = box.children[-1]
     assert "compute-optimal parameters" in html.value
+
+
+def test_isoflop_minimum_outside_the_ladder_is_not_used():
+    """A budget whose losses only fall (the optimum is below the smallest model) gives NaN."""
+    rows = synthetic_sweep(noise=0.0)
+    small_C = min(r["budget"] for r in rows)
+    n0, _ = TRUE.optimal(small_C)
+    # keep only the sizes above the optimum at the smallest budget
+    rows = [r for r in rows if r["budget"] != small_C or r["n_params"] > 2 * n0]
+    fit = scaling.fit_isoflop(rows)
+    assert math.isnan(fit.n_opt[0]) and np.all(np.isfinite(fit.n_opt[1:]))
+    assert fit.a == pytest.approx(TRUE.a, abs=0.03)
