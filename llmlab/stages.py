@@ -168,14 +168,37 @@ def pretraining_pages(preset: Preset | str | None = None, root: Path | None = No
     The cleaned corpus keeps a page's url; :func:`llmlab.packing.split_documents` decides which
     documents went to ``train.bin``. A page kept twice counts twice.
     """
+    return _split_pages(preset, "train", root)
+
+
+def validation_pages(preset: Preset | str | None = None, root: Path | None = None) -> list:
+    """The world's pages behind ``val.bin`` (see :func:`pretraining_pages`)."""
+    return _split_pages(preset, "val", root)
+
+
+def _split_pages(preset, split: str, root) -> list:
     from . import packing as packing_mod
     from .data.pipeline import read_corpus
 
     p = _preset(preset)
     docs = read_corpus(get_corpus(p, root=root))  # noqa: F821 (notebook 01's section above)
-    train_idx, _ = packing_mod.split_documents(len(docs), p.data.val_frac, 0)
+    train_idx, val_idx = packing_mod.split_documents(len(docs), p.data.val_frac, 0)
     by_url = {pg.url: pg for pg in get_world(p).pages}
-    return [by_url[docs[i]["url"]] for i in train_idx if docs[i].get("url") in by_url]
+    idx = train_idx if split == "train" else val_idx
+    return [by_url[docs[i]["url"]] for i in idx if docs[i].get("url") in by_url]
+
+
+def renderer_entropy_bits_per_byte(preset: Preset | str | None = None, pages=None,
+                                   root: Path | None = None) -> float:
+    """The world renderer's entropy per byte of main text over ``pages`` (default: the
+    validation pages): the data's irreducible bits per byte given the knowledge base
+    (``World.entropy_bits_per_byte`` restricted to these pages; a copy counts its original's bits)."""
+    w = get_world(preset)
+    pages = validation_pages(preset, root=root) if pages is None else pages
+    by_url = {pg.url: pg for pg in w.pages}
+    bits = sum(pg.bits if not pg.copy_type else by_url[pg.copy_of].bits for pg in pages)
+    nbytes = sum(len(pg.text.encode("utf-8")) + 1 for pg in pages)
+    return bits / max(nbytes, 1)
 
 
 def pretraining_fact_counts(preset: Preset | str | None = None, root: Path | None = None):
