@@ -62,8 +62,8 @@ def test_alpaca_rendering_exact():
 
 
 def test_template_errors_are_clear():
-    with pytest.raises(ValueError, match="unknown chat template 'alpaca'"):
-        sft.render(CHAT, "alpaca")
+    with pytest.raises(ValueError, match="unknown chat template 'vicuna'"):
+        sft.render(CHAT, "vicuna")
     with pytest.raises(ValueError, match="message 1: a system message may only come first"):
         sft.render([CHAT[1], CHAT[0]], "chatml")
     with pytest.raises(ValueError, match="must follow a user turn"):
