@@ -43,7 +43,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--reuse", action="store_true", help="use the cached base model")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's own, the machine's cores)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     p = get_preset(args.preset)
     world = stages.get_world(p)
     tok = stages.get_tokenizer(p)

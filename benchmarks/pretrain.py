@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -153,9 +154,14 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's own, the machine's cores)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
-    result = {"benchmark": "pretrain", "preset": preset.name, "torch": torch.__version__}
+    result = {"benchmark": "pretrain", "preset": preset.name, "torch": torch.__version__,
+              "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     result.update(cpu_part(preset, args.repeats, args.steps))
     if torch.cuda.is_available():
         result.update(gpu_part(args.repeats, max(args.steps, 10)))
