@@ -175,7 +175,7 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(block_size=64),
         model=ModelConfig(vocab_size=512, block_size=64, n_layer=1, n_head=2, n_embd=32),
         train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
-        scaling=ScalingConfig(budgets=(3e8, 6e8, 1.2e9), widths=(8, 16, 24), n_layer=1,
+        scaling=ScalingConfig(budgets=(3e8, 6e8, 1.2e9), widths=(4, 8, 16), n_layer=1, head_dim=4,
                               batch_size=4, min_steps=10, eval_batches=2, n_boot=20),
         sft=SFTConfig(n_small=50, n_large=200, n_val=20, max_steps=20, batch_size=4,
                       warmup_steps=2, eval_every=10, eval_batches=2, max_story_chars=90,

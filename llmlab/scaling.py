@@ -363,7 +363,8 @@ def fit_isoflop(rows: list[dict]) -> IsoFLOPFit:
     2) D_opt(C) = C / (6 N_opt), the tokens the budget allows at that size;
     3) fit N_opt = k_n C^a and D_opt = k_d C^b across budgets (a + b = 1 since N D = C / 6).
     Budgets whose parabola has no minimum, or has it outside the sizes that budget trained (the
-    ladder did not bracket the optimum), are NaN and left out of step 3.
+    ladder did not bracket the optimum), are NaN and left out of step 3; with fewer than 2
+    minima left, a, b, k_n and k_d are NaN.
     """
     C, N, _, L = _columns(rows)
     budgets = np.unique(C)
@@ -381,8 +382,9 @@ def fit_isoflop(rows: list[dict]) -> IsoFLOPFit:
     n_opt = np.array(n_opt)
     d_opt = budgets / (6 * n_opt)
     ok = np.isfinite(n_opt)
-    if ok.sum() < 2:
-        raise ValueError("fit_isoflop: fewer than 2 budgets have a loss minimum; widen the ladder")
+    if ok.sum() < 2:          # no line through fewer than 2 points: the exponents are unknown
+        nan = float("nan")
+        return IsoFLOPFit(budgets, np.array(coeffs), n_opt, d_opt, np.array(loss_opt), nan, nan, nan, nan)
     a, k_n = fit_power_law(budgets[ok], n_opt[ok])
     b, k_d = fit_power_law(budgets[ok], d_opt[ok])
     return IsoFLOPFit(budgets, np.array(coeffs), n_opt, d_opt, np.array(loss_opt), a, b, k_n, k_d)
@@ -413,9 +415,8 @@ def bootstrap_isoflop(rows: list[dict], n_boot: int = 500, seed: int = 0) -> dic
             idx = np.flatnonzero(C == c)
             L_b[idx] += rng.choice(resid[idx], size=idx.size, replace=True)
         boot_rows = [dict(r, loss=float(l)) for r, l in zip(rows, L_b)]
-        try:
-            fit = fit_isoflop(boot_rows)
-        except ValueError:
+        fit = fit_isoflop(boot_rows)
+        if not np.isfinite(fit.a):
             failed += 1
             continue
         a_s.append(fit.a)

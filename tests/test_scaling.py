@@ -265,3 +265,12 @@ def test_isoflop_minimum_outside_the_ladder_is_not_used():
     fit = scaling.fit_isoflop(rows)
     assert math.isnan(fit.n_opt[0]) and np.all(np.isfinite(fit.n_opt[1:]))
     assert fit.a == pytest.approx(TRUE.a, abs=0.03)
+
+
+def test_isoflop_without_two_minima_has_unknown_exponents():
+    rows = [r for r in synthetic_sweep(budgets=np.array([1e18, 1e19]), noise=0.0)]
+    # keep only sizes above each budget's optimum: losses rise with N everywhere
+    rows = [r for r in rows if r["n_params"] > 2 * TRUE.optimal(r["budget"])[0]]
+    fit = scaling.fit_isoflop(rows)
+    assert np.all(np.isnan(fit.n_opt)) and math.isnan(fit.a) and math.isnan(fit.b)
+    assert scaling.bootstrap_isoflop(rows, n_boot=5)["n_failed"] == 5
