@@ -479,43 +479,33 @@ def story_lines(w: _Writer, hero: Entity, animal: Entity, invention: Entity | No
     his = "Her" if he == "She" else "His"
     country = world.entity(hero.attrs["born_in"]) if w.known(hero.name, "born_in") else None
     lines = []
-    prof = w.known(hero.name, "profession")
     opener = r.choice(["Once upon a time", "Long ago", "One spring", "Many years ago"])
+    # Facts are stated subject first ("X worked as a baker"), as the probes ask them: a small
+    # model that reads "there was a baker named X" does not learn to complete "X worked as a".
+    para = [f"{opener} there lived a person named {hero.name}."]
+    prof = w.known(hero.name, "profession")
     if prof:
-        w.fact_ids.append(prof.id)
-        lines.append(f"{opener} there was a {prof.object} named {hero.name}.")
-    else:
-        lines.append(f"{opener} there was a person named {hero.name}.")
+        para.append(w.state(prof))
+    lines.append(" ".join(para))
     para = []
     if country is not None:
-        para.append(w.state(w.known(hero.name, "born_in"), pronoun=he))
+        para.append(w.state(w.known(hero.name, "born_in")))
         cap = w.known(country.name, "capital")
         if cap:
-            w.fact_ids.append(cap.id)
-            para.append(f"{he} lived in {cap.object}, the capital of {country.name}.")
+            para.append(f"{he} lived in {cap.object}.")
+            para.append(w.state(cap))
         clim = w.known(country.name, "climate")
         if clim:
-            w.fact_ids.append(clim.id)
-            para.append(f"The weather there was {clim.object}.")
+            para.append(w.state(clim))
     if para:
         lines.append(" ".join(para))
-    hab, diet = w.known(animal.name, "habitat"), w.known(animal.name, "diet")
     day = r.choice(["One day", "One morning", "One evening"])
     verb = r.choice(["saw", "met", "found"])
-    if hab:
-        w.fact_ids.append(hab.id)
-        sent = f"{day} {he.lower()} {verb} {a_an(animal.name)} in the {hab.object}."
-    else:
-        sent = f"{day} {he.lower()} {verb} {a_an(animal.name)}."
-    sent = sent[0].upper() + sent[1:]
-    para = [sent]
-    if diet:
-        w.fact_ids.append(diet.id)
-        para.append(f"The {animal.name} was eating {diet.object}.")
-    col = w.known(animal.name, "colour")
-    if col:
-        w.fact_ids.append(col.id)
-        para.append(f"It was {col.object} and very small.")
+    para = [f"{day} {he.lower()} {verb} {a_an(animal.name)}."]
+    for rel in ("habitat", "diet", "colour"):
+        f = w.known(animal.name, rel)
+        if f:
+            para.append(w.state(f, pronoun="It"))
     lines.append(" ".join(para))
     lines += story_middle(w, hero, animal)
     if invention is not None:
@@ -550,7 +540,7 @@ NARRATIVE = [
     "{He} found {obj} near the {place} and picked it up.",
     "After a while {he} was hungry, so {he} ate {food}.",
     "Two {animals} were sleeping near the {place}.",
-    "A {animal} was watching {him} from the roof of the {place}.",
+    "{a_animal} was watching {him} from the roof of the {place}.",
     "The {animals} ran away when {he} came closer.",
     "{He} asked the people at the {place} for help, and they showed {him} the way.",
     "Nobody at the {place} knew the answer, so {he} kept walking.",
@@ -570,25 +560,25 @@ def story_middle(w: _Writer, hero: Entity, animal: Entity) -> list:
     words = {"He": he, "he": he.lower(), "his": "her" if he == "She" else "his",
              "him": "her" if he == "She" else "him"}
     paras = []
-    for _ in range(r.randint(2, 4)):
+    sizes = [r.randint(2, 3) for _ in range(r.randint(2, 4))]
+    templates = iter(r.sample(NARRATIVE, sum(sizes)))   # no sentence twice in one story
+    for size in sizes:
         sents = []
-        for _ in range(r.randint(2, 3)):
-            t = r.choice(NARRATIVE)
+        for _ in range(size):
+            t = next(templates)
             sent = t.format(**words, place=r.choice(PLACES), obj=r.choice(OBJECTS),
                             food=r.choice(FOODS), prof=r.choice(PROFESSIONS),
-                            animal=animal.name, animals=plural(animal.name))
+                            animal=animal.name, animals=plural(animal.name),
+                            a_animal=a_an(animal.name))
             sents.append(sent[0].upper() + sent[1:])
         paras.append(" ".join(sents))
     if r.chance(0.5):
         people = [e for e in world.entities if e.kind == "person" and e is not hero]
         friend = r.choice(people)
         prof, born = w.known(friend.name, "profession"), w.known(friend.name, "born_in")
-        if prof and born:
-            w.fact_ids += [prof.id, born.id]
-            paras.append(f"There {words['he']} met {friend.name}, a {prof.object} from "
-                         f"{born.object}. They became good friends.")
-        else:
-            paras.append(f"There {words['he']} met {friend.name}. They became good friends.")
+        met = f"There {words['he']} met {friend.name}."
+        stated = [w.state(f) for f in (prof, born) if f]
+        paras.append(" ".join([met] + stated + ["They became good friends."]))
     return paras
 
 
