@@ -142,7 +142,7 @@ class SFTConfig:
     max_steps: int = 400              # optimiser steps
     batch_size: int = 16              # conversations per step (padded to the longest in the batch)
     lr: float = 3e-4                  # peak learning rate: 10x below pretraining's
-    high_lr: float = 3e-3             # the "too high" rate of the forgetting demo (pretraining's peak)
+    high_lr: float = 3e-3             # the "too high" rate of the forgetting demo (pretraining-sized)
     warmup_steps: int = 20            # linear warmup steps
     weight_decay: float = 0.0         # AdamW decay on matrices (fine-tuning usually uses none)
     eval_every: int = 100             # steps between validation-loss estimates
