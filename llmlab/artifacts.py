@@ -104,8 +104,11 @@ def _expected(preset: str, cfgs: Iterable, deps: Iterable[Artifact], code: Itera
     return {
         "preset": preset,
         "version": __version__,
+        # a dependency enters through a hash of its whole key (config, code and its own
+        # dependencies), so a change anywhere upstream makes every artifact below it stale
         "config_hash": (config_hash(*cfgs) + ("-" + code_hash(code) if code else "")
-                        + "".join("-" + d.hash[:8] for d in deps)),
+                        + "".join("-" + hashlib.sha256(d.hash.encode()).hexdigest()[:8]
+                                  for d in deps)),
         "config": [config_dict(c) for c in cfgs],
         "deps": {d.name: d.hash for d in deps},
     }

@@ -134,3 +134,21 @@ def test_code_change_makes_artifact_stale(tmp_path):
     ensure("thing", "smoke", [CFG], _builder(calls), code=[test_atomic_write], root=tmp_path,
            verbose=False)
     assert len(calls) == 2
+
+
+def test_upstream_code_change_reaches_every_artifact_below(tmp_path):
+    """crawl -> corpus -> tokens: editing the crawl's code must make tokens stale too."""
+    calls = []
+    build = _builder(calls)
+
+    def chain(code):
+        a = ensure("crawl", "smoke", [CFG], build, code=[code], root=tmp_path, verbose=False)
+        b = ensure("corpus", "smoke", [CFG], build, deps=[a], root=tmp_path, verbose=False)
+        return ensure("tokens", "smoke", [CFG], build, deps=[b], root=tmp_path, verbose=False)
+
+    first = chain(_builder)
+    assert len(calls) == 3
+    chain(_builder)
+    assert len(calls) == 3                        # nothing changed: all reused
+    second = chain(test_atomic_write)             # only the crawl's code changed
+    assert len(calls) == 6 and second.hash != first.hash
