@@ -337,7 +337,7 @@ def test_short_sft_run_raises_format_adherence(bpe):
     model = GPT(ModelConfig(vocab_size=bpe.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=48))
     items = [i for i in sft.eval_items(w, split) if i["kind"] in ("fact", "unknown", "decline")]
     before = sft.evaluate(model, bpe, items, "chatml", max_new_tokens=16)
-    cfg = dataclasses.replace(sft.sft_train_config(p.sft, p.train, lr=3e-3, max_steps=100),
+    cfg = dataclasses.replace(sft.sft_train_config(p.sft, p.train, lr=3e-3, max_steps=200),
                               batch_size=16)
     res = sft.sft_train(model, train_enc, val_enc, cfg, bpe.pad_id, device="cpu", progress=False)
     after = sft.evaluate(model, bpe, items, "chatml", max_new_tokens=16)
