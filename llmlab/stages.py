@@ -6,15 +6,22 @@ functions. This is how any notebook opens on its own: notebook 06 on a fresh Col
 SFT model, which asks for the base model, which asks for the token files, and so on down to
 the world's crawl.
 
-=========  ===========================  ===============================
-artifact   built by                     used by
-=========  ===========================  ===============================
-crawl      ``world.build_world`` +      notebook 01 (the data pipeline)
-           ``world.write_warc``
-=========  ===========================  ===============================
+==========  =================================  =======================================
+artifact    built by                           used by
+==========  =================================  =======================================
+crawl       ``world.build_world`` +            notebook 01 (the data pipeline)
+            ``world.write_warc``
+corpus      ``data.pipeline.clean_crawl``      tokenizer, tokens; notebook 01
+tokenizer   ``tokenizer.train_fast``           tokens, every model; notebooks 01-04
+tokens      ``packing.write_token_files``      pretraining, the sweep; notebooks 01-03
+base_model  ``train.train`` on ``GPT``         SFT; notebooks 02 and 04
+sweep       ``scaling`` (IsoFLOP runs)         notebook 03
+sft_data    ``sft.make_examples``              SFT; notebook 04
+sft_model   ``sft.sft_train``                  notebook 04 (and later alignment stages)
+==========  =================================  =======================================
 
-Later stages register themselves below in the same pattern: a ``get_<name>(preset)`` that
-calls :func:`llmlab.artifacts.ensure` with the stage's config and its dependencies.
+Each stage registers itself below in the same pattern: a ``get_<name>(preset)`` that calls
+:func:`llmlab.artifacts.ensure` with the stage's config, its dependencies and its code.
 """
 from __future__ import annotations
 
