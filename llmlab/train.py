@@ -571,6 +571,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        dist.barrier()              # no process tears down while another still talks to it
         dist.destroy_process_group()
     return 0
 
