@@ -8,13 +8,13 @@ inputs are the first ``block_size`` tokens of each window and the targets the la
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from .artifacts import atomic_write_bytes
 
 TOKEN_DTYPE = np.uint16        # ids up to 65535: enough for every preset's vocabulary
 
@@ -68,21 +68,7 @@ def split_documents(n_docs: int, val_frac: float, seed: int = 0) -> tuple[np.nda
 
 def _atomic_tofile(arr: np.ndarray, path: Path) -> None:
     """Write ``arr`` raw to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            arr.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(Path(path), np.ascontiguousarray(arr).tobytes())
 
 
 def write_token_files(docs_ids: Sequence[Sequence[int]], eot_id: int, out_dir: Path,
