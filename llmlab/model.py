@@ -9,7 +9,8 @@ Reading order, as notebook 02 teaches it:
    the modern alternative to the learned position table GPT-2 uses (``ModelConfig.positions``).
 4. ``CausalSelfAttention``, ``MLP``, ``Block`` (pre-LayerNorm: ``x + attn(ln(x))``,
    ``x + mlp(ln(x))``), then ``GPT``: embeddings, blocks, final LayerNorm and a language-model
-   head tied to the token embedding, initialised as GPT-2 was.
+   head tied to the token embedding, initialised as GPT-2 was. ``GELU_FORMS`` holds three
+   ways to compute the MLP's activation, which notebook 02 times.
 
 ``GPT.forward(idx, targets=None)`` returns ``(logits, loss)`` with logits of shape (B, T, V);
 targets equal to ``-100`` are ignored by the loss (notebook 04 masks prompts that way).
@@ -171,6 +172,24 @@ class CausalSelfAttention(nn.Module):
             y = attention_naive(q, k, v)                                    # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)                    # (B, T, C)
         return self.resid_drop(self.c_proj(y))                              # (B, T, C)
+
+
+def gelu_tanh_written_out(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (Hendrycks & Gimpel 2016, Sec. 2) written as its formula:
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, the form GPT-2's code used.
+
+    Same function as ``F.gelu(x, approximate="tanh")`` to float rounding, but five element-wise
+    passes over the tensor, each kept for the backward pass, instead of one fused kernel.
+    """
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+# Three ways to compute the MLP's activation (timed in notebook 02, "Where a step's time goes"):
+GELU_FORMS = {
+    "tanh, fused kernel (llmlab)": lambda x: F.gelu(x, approximate="tanh"),
+    "exact (erf), fused kernel": F.gelu,
+    "tanh, written out (GPT-2 code)": gelu_tanh_written_out,
+}
 
 
 class MLP(nn.Module):

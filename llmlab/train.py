@@ -165,6 +165,36 @@ def loss_over(model: nn.Module, data, batch_size: int = 32, device=None) -> floa
     return total / max(count, 1)
 
 
+def time_forward_backward(fn: Callable, shape: tuple, repeats: int = 7, n: int = 10,
+                          device=None, seed: int = 0) -> float:
+    """Median milliseconds of ``fn(x).backward(g)`` on a random fp32 tensor of ``shape``.
+
+    Each of ``repeats`` measurements averages ``n`` calls, after 3 warm-up calls; the median
+    keeps one slow measurement on a shared machine from moving the result. On a GPU the clock
+    stops only after the device has finished.
+    """
+    device = torch.device(device or "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=gen).to(device).requires_grad_()
+    g = torch.randn(*shape, generator=gen).to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):
+        fn(x).backward(g)
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(x).backward(g)
+        sync()
+        times.append((time.perf_counter() - t0) / n)
+    return 1000.0 * float(np.median(times))
+
+
 def bits_per_byte(loss_nats: float, n_tokens: int, n_bytes: int) -> float:
     """Cross-entropy per byte in bits: ``loss / ln 2 * tokens / bytes``, comparable across
     tokenizers (and with the world's renderer entropy).

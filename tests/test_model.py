@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from llmlab import model as M
 from llmlab.config import ModelConfig, get_preset
 from llmlab.model import (GPT, apply_rope, attention_naive, attention_sdpa, causal_mask,
                           rope_cos_sin)
@@ -127,3 +128,29 @@ def test_ignore_index_and_clear_errors():
         GPT(dataclasses.replace(TINY, n_head=3))
     with pytest.raises(ValueError, match="positions"):
         GPT(dataclasses.replace(TINY, positions="sinusoid"))
+
+
+def test_gelu_forms_agree_where_they_should():
+    """The written-out tanh formula is the fused tanh kernel (values and gradients); the exact
+    erf GELU is a different function, close to it but not equal."""
+    x = torch.linspace(-6, 6, 2001, dtype=torch.float64, requires_grad=True)
+    outs, grads = {}, {}
+    for name, fn in M.GELU_FORMS.items():
+        y = fn(x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        outs[name], grads[name] = y.detach(), g
+    tanh_fused, exact, written = (outs[k] for k in M.GELU_FORMS)
+    torch.testing.assert_close(written, tanh_fused, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grads[list(M.GELU_FORMS)[2]], grads[list(M.GELU_FORMS)[0]],
+                               atol=1e-12, rtol=0)
+    gap = (exact - tanh_fused).abs().max().item()
+    assert 1e-5 < gap < 1e-3                     # the approximation's known error is ~2e-4
+    model_act = M.MLP(ModelConfig(n_embd=8)).gelu(x.detach())
+    torch.testing.assert_close(model_act, tanh_fused, atol=0, rtol=0)   # the model uses form 1
+
+
+def test_time_forward_backward_measures_work():
+    from llmlab.train import time_forward_backward
+    small = time_forward_backward(lambda t: t * 2.0, (8, 8), repeats=3, n=2)
+    big = time_forward_backward(lambda t: (t * 2.0).exp().sin(), (256, 1024), repeats=3, n=2)
+    assert 0 < small < big
