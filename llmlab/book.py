@@ -38,6 +38,7 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     minutes = (time.perf_counter() - t0) / 60
+    finish_progress_bars(nb)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = path if inplace else out_dir / path.name
     tmp = target.with_suffix(".ipynb.tmp")
@@ -46,6 +47,42 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     return minutes
+
+
+def finish_progress_bars(nb) -> int:
+    """Write each tqdm bar's final state into its plain-text output; returns how many changed.
+
+    A headless run saves a progress bar as a widget plus the text it had when first drawn
+    ("0%| 0/900"). JupyterLab draws the widget from the saved state, but GitHub and other
+    viewers without widgets show that text. The final state (tqdm's HBox of a description,
+    a progress bar and a counter) is in the notebook's widget metadata.
+    """
+    import html
+
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
+
+    def model(ref):
+        return models.get(str(ref).replace("IPY_MODEL_", ""), {})
+
+    changed = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            box = model(view.get("model_id")) if view else {}
+            kids = [model(c) for c in box.get("state", {}).get("children", [])]
+            if box.get("model_name") != "HBoxModel" or [k.get("model_name") for k in kids] != [
+                    "HTMLModel", "FloatProgressModel", "HTMLModel"]:
+                continue
+            left, bar, right = (k["state"] for k in kids)
+            frac = bar.get("value", 0) / bar["max"] if bar.get("max") else 0.0
+            filled = max(0, min(10, int(frac * 10)))
+            text = (f"{left.get('value', '')}|{'█' * filled}{' ' * (10 - filled)}|"
+                    f"{right.get('value', '')}")
+            text = html.unescape(text).replace("\u2007", " ")
+            changed += out["data"].get("text/plain") != text
+            out["data"]["text/plain"] = text
+    return changed
 
 
 NOTEBOOK_TABLE = [

@@ -239,8 +239,11 @@ def _run(runs, scfg, base_train, train_data, val_data, device, progress) -> list
     from .train import train
 
     # the bar advances by each run's FLOPs (in TFLOP), so its time estimate is honest
-    bar = tqdm(total=round(sum(r["flops_6nd"] for r in runs) / 1e12, 3), unit="TFLOP",
-               desc="IsoFLOP sweep", disable=not progress)
+    # (its total is the same sum as its updates, so it ends at exactly 100%)
+    bar = tqdm(total=sum(r["flops_6nd"] / 1e12 for r in runs), unit="TFLOP",
+               desc="IsoFLOP sweep", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} [{elapsed}<{remaining}, "
+                          "{rate_fmt}{postfix}]")
     rows = []
     for r in runs:
         mcfg = r.pop("model")
@@ -258,7 +261,7 @@ def _run(runs, scfg, base_train, train_data, val_data, device, progress) -> list
         rows.append(r | {"loss": float(loss),
                          "train_loss": float(np.mean(result.train_losses[-10:])),
                          "seconds": seconds, "epochs": r["tokens"] / len(train_data)})
-        bar.update(round(r["flops_6nd"] / 1e12, 3))
+        bar.update(r["flops_6nd"] / 1e12)
         bar.set_postfix(C=f"{r['budget']:.2g}", width=r["n_embd"], loss=f"{loss:.3f}")
     bar.close()
     return rows
@@ -313,7 +316,7 @@ def fit_parabola(log_n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, float
     ``log_n_opt`` is NaN when the parabola opens downwards (no minimum).
 
     >>> c, x = fit_parabola(np.array([0., 1., 2.]), np.array([2., 1., 2.]))
-    >>> np.round(c, 6).tolist(), float(x)
+    >>> np.round(c, 6).tolist(), round(float(x), 6)
     ([1.0, -2.0, 2.0], 1.0)
     """
     log_n, loss = np.asarray(log_n, float), np.asarray(loss, float)

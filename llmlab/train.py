@@ -227,9 +227,12 @@ def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
 
 
 # dense (no sparsity) peak FLOP/s by GPU name and precision, from the vendors' data sheets
-GPU_PEAKS = {"H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+GPU_PEAKS = {"H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
+             "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
              "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
              "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+             "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
+             "L40": {"bf16": 181e12, "fp16": 181e12, "fp32": 90.5e12},
              "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
              "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 31e12},
              "T4": {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12},
@@ -241,12 +244,24 @@ def peak_flops(device: torch.device, precision: str = "fp32") -> float:
     or this CPU's measured fp32 matmul throughput (:func:`measured_matmul_peak`)."""
     device = torch.device(device)
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peaks in GPU_PEAKS.items():
-            if key in name:
-                return peaks[precision]
-        return float("nan")
+        return gpu_peak(torch.cuda.get_device_name(device), precision)
     return measured_matmul_peak()
+
+
+def gpu_peak(name: str, precision: str) -> float:
+    """Data-sheet dense peak of the GPU called ``name`` (as CUDA reports it); NaN if unknown.
+
+    The first key of :data:`GPU_PEAKS` found in the name wins, so specific names come first:
+
+    >>> gpu_peak("NVIDIA L40S", "bf16") / 1e12, gpu_peak("NVIDIA L4", "bf16") / 1e12
+    (362.0, 121.0)
+    >>> gpu_peak("NVIDIA H100 PCIe", "bf16") / 1e12, gpu_peak("NVIDIA H100 80GB HBM3", "bf16") / 1e12
+    (756.0, 989.0)
+    """
+    for key, peaks in GPU_PEAKS.items():
+        if key in name:
+            return peaks[precision]
+    return float("nan")
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, peak: float) -> float:

@@ -57,3 +57,43 @@ def test_committed_notebook_hygiene(path):
             assert o.get("output_type") != "error", "committed notebooks are clean runs"
             text = json.dumps(o.get("text", "")) + json.dumps(o.get("data", {}).get("text/plain", ""))
             assert not re.search(r"(/tmp/|/root/|/home/\w+/)", text), f"machine path in {path.name}"
+    import nbformat
+
+    # progress bars show where they ended, not the text they had when first drawn
+    stale = book.finish_progress_bars(nbformat.reads(path.read_text(encoding="utf-8"), 4))
+    assert stale == 0, f"{stale} progress bars in {path.name} show their first-drawn text"
+
+
+def _tqdm_notebook(value, total, right):
+    """A notebook holding one output of a tqdm widget (HBox of HTML, FloatProgress, HTML)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "text/plain": "training:   0%|          | 0/900 [00:00<?, ?step/s]",
+        "application/vnd.jupyter.widget-view+json": {"model_id": "box", "version_major": 2,
+                                                      "version_minor": 0}})]
+    nb.cells = [cell]
+    state = {"box": {"model_name": "HBoxModel", "state": {"children": [
+                 "IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+             "l": {"model_name": "HTMLModel", "state": {"value": "training:\u2007100%"}},
+             "p": {"model_name": "FloatProgressModel", "state": {"value": value, "max": total}},
+             "r": {"model_name": "HTMLModel", "state": {"value": right}}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
+    return nb
+
+
+def test_finish_progress_bars_writes_the_final_state():
+    nb = _tqdm_notebook(900.0, 900.0, "\u2007900/900\u2007[03:03&lt;00:00,\u20072.69step/s]")
+    assert book.finish_progress_bars(nb) == 1
+    text = nb.cells[0].outputs[0]["data"]["text/plain"]
+    assert text == "training: 100%|██████████| 900/900 [03:03<00:00, 2.69step/s]"
+    half = _tqdm_notebook(450.0, 900.0, "450/900")
+    book.finish_progress_bars(half)
+    assert "|█████     |" in half.cells[0].outputs[0]["data"]["text/plain"]
+    other = _tqdm_notebook(1.0, 1.0, "x")                     # not a tqdm box: left alone
+    other.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]["p"][
+        "model_name"] = "IntSliderModel"
+    assert book.finish_progress_bars(other) == 0
+    assert "0%|" in other.cells[0].outputs[0]["data"]["text/plain"]
