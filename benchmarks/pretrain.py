@@ -163,24 +163,29 @@ def cpu_part(preset, repeats: int, steps: int) -> dict:
     return out
 
 
-def gpu_part(repeats: int, steps: int) -> dict:
-    preset = get_preset("gpu")
+def gpu_part(repeats: int, steps: int, device: str = "cuda", preset_name: str = "gpu",
+             compile: bool = True) -> dict:
+    """The gpu preset's training step with bf16 autocast (fp16 before Ampere) and
+    ``torch.compile``, and its MFU against the card's dense peak. ``device="cpu"`` with the
+    smoke preset and ``compile=False`` runs the same code on a CPU (the test does)."""
+    preset = get_preset(preset_name)
     cfg, tcfg = preset.model, preset.train
-    device = torch.device("cuda")
+    device = torch.device(device)
     precision = choose_precision(device)
     torch.manual_seed(0)
     B, T = tcfg.batch_size, cfg.block_size
     x = torch.randint(0, cfg.vocab_size, (B, T), device=device)
     y = torch.randint(0, cfg.vocab_size, (B, T), device=device)
     model = GPT(cfg).to(device).train()
-    compiled = torch.compile(model)
-    step = make_step(compiled, "llmlab", x, y, device, precision)
+    step = make_step(torch.compile(model) if compile else model, "llmlab", x, y, device, precision)
     timed(step, 5)   # compile and warm up
     times = [timed(step, steps) for _ in range(repeats)]
     tok_s = B * T / statistics.median(times)
     peak = peak_flops(device, precision.name)
-    return {"gpu": torch.cuda.get_device_name(device), "gpu_precision": precision.name,
-            "gpu_tokens_per_sec": round(tok_s, 1), "gpu_peak_tflops": peak / 1e12,
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"gpu": name, "gpu_preset": preset.name, "gpu_precision": precision.name,
+            "gpu_compiled": compile, "gpu_tokens_per_sec": round(tok_s, 1),
+            "gpu_peak_tflops": peak / 1e12,
             "gpu_mfu": round(model.flops_per_token() * tok_s / peak, 4),
             "goal_gpu_mfu": GOAL_GPU_MFU, "gpu_peaks_known": sorted(GPU_PEAKS)}
 
