@@ -291,11 +291,12 @@ class GPT(nn.Module):
         return 6.0 * n + 12.0 * cfg.n_layer * T * cfg.n_embd
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None):
-        """``idx`` (B, T) token ids -> ``(logits (B, T, V), loss or None)``.
+    def body(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """``idx`` (B, T) token ids -> final hidden states (B, T, C), after ``ln_f``.
 
-        With ``cache``, ``idx`` holds only the new tokens; positions continue at ``cache.pos``.
+        The language-model head reads these; so do the scalar heads of the reward model
+        and of PPO's value model (:class:`ScalarModel`). With ``cache``, ``idx`` holds only the
+        new tokens; positions continue at ``cache.pos``.
         """
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
@@ -315,8 +316,16 @@ class GPT(nn.Module):
             x = block(x, cache, i, rope)                                    # (B, T, C)
         if cache is not None:
             cache.pos += T
-        x = self.ln_f(x)                                                    # (B, T, C)
-        logits = self.lm_head(x)                                            # (B, T, V)
+        return self.ln_f(x)                                                 # (B, T, C)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None):
+        """``idx`` (B, T) token ids -> ``(logits (B, T, V), loss or None)``.
+
+        ``targets`` (B, T): the next token at each position, ``IGNORE_INDEX`` where no loss is
+        taken. With ``cache``, ``idx`` holds only the new tokens.
+        """
+        logits = self.lm_head(self.body(idx, cache))                        # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
@@ -331,3 +340,92 @@ class GPT(nn.Module):
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layer)
+
+
+# =============================================================================================
+# Models with a scalar head: the reward model (notebook 05) and PPO's value model (notebook 06)
+# =============================================================================================
+
+
+class ScalarModel(nn.Module):
+    """A GPT body with its language-model head replaced by one number per position.
+
+    ``kind="reward"``: the reward model reads the number at the reply's last token
+    (InstructGPT, Ouyang et al. 2022, Sec. 3.5); ``kind="value"``: PPO's critic reads it at
+    every position of the reply. The body keeps its (unused, tied) LM head so that a language
+    model's weights load into it unchanged.
+
+    >>> from llmlab.config import ModelConfig
+    >>> m = ScalarModel(GPT(ModelConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16)))
+    >>> tuple(m(torch.zeros(3, 5, dtype=torch.long)).shape)
+    (3, 5)
+    """
+
+    KINDS = ("reward", "value")
+
+    def __init__(self, body: GPT, kind: str = "reward"):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"ScalarModel kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        self.body = body
+        self.config = body.config
+        self.head = nn.Linear(body.config.n_embd, 1)
+        nn.init.normal_(self.head.weight, mean=0.0, std=1.0 / math.sqrt(body.config.n_embd + 1))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """``idx`` (B, T) -> one scalar per position (B, T)."""
+        return self.head(self.body.body(idx)).squeeze(-1).float()          # (B, T)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        return self.body.num_params(non_embedding) + sum(p.numel() for p in self.head.parameters())
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: the body's, less its unused head (V x C), plus the scalar head."""
+        cfg = self.config
+        return self.body.flops_per_token(seq_len) - 6.0 * cfg.vocab_size * cfg.n_embd + 6.0 * cfg.n_embd
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"lm"`` for a :class:`GPT`, else the :class:`ScalarModel`'s kind."""
+    return getattr(model, "kind", "lm")
+
+
+def build_model(cfg: ModelConfig, kind: str = "lm") -> nn.Module:
+    """A fresh model of ``kind`` (``lm``, ``reward`` or ``value``): what a checkpoint rebuilds."""
+    if kind == "lm":
+        return GPT(cfg)
+    return ScalarModel(GPT(cfg), kind)
+
+
+def gather_at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values`` (B, T) read at one position per row, ``index`` (B,) -> (B,).
+
+    >>> gather_at(torch.tensor([[1., 2., 3.], [4., 5., 6.]]), torch.tensor([2, 0]))
+    tensor([3., 4.])
+    """
+    return values.gather(1, index.long().view(-1, 1)).squeeze(1)              # (B,)
+
+
+def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """Log-probability of each row's target tokens: ``sum_t log p(targets[b, t] | < t)``.
+
+    ``logits`` (B, T, V) and ``targets`` (B, T) aligned as in the training loss (the target at
+    position t is the token *after* t); positions whose target is ``IGNORE_INDEX`` count for
+    nothing, so padding on either side and the prompt drop out. ``average=True`` divides by
+    the number of counted tokens (per-token log-probability). Returns (B,).
+    SFT's evaluation, the reward model's pairs, DPO's loss and PPO's ratios and KL all use it.
+
+    >>> logits = torch.zeros(1, 3, 4)                       # uniform over 4 tokens
+    >>> t = torch.tensor([[IGNORE_INDEX, 1, 2]])
+    >>> round(sequence_logprobs(logits, t).item(), 4), round(sequence_logprobs(logits, t, True).item(), 4)
+    (-2.7726, -1.3863)
+    """
+    mask = targets != IGNORE_INDEX                                           # (B, T)
+    logp = torch.log_softmax(logits.float(), dim=-1)                          # (B, T, V)
+    tok = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)    # (B, T)
+    total = (tok * mask).sum(-1)                                              # (B,)
+    if average:
+        return total / mask.sum(-1).clamp(min=1)
+    return total

@@ -37,9 +37,8 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from .model import IGNORE_INDEX
 from .world import RELATIONS, World, a_an, fill
-
-IGNORE_INDEX = -100   # target value that the loss skips (as in torch's cross_entropy)
 
 # --------------------------------------------------------------------------------------------
 # 1. Instruction data from the world

@@ -42,7 +42,7 @@ from . import packing
 from .artifacts import atomic_write_bytes
 from .config import ModelConfig, TrainConfig
 from .device import autocast, choose_precision, grad_scaler, pick_device, seed_everything
-from .model import GPT
+from .model import GPT, build_model, model_kind
 
 # --------------------------------------------------------------------------------------------
 # Optimiser and schedule (pure pieces)
@@ -96,6 +96,25 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return min_lr + (cfg.lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def fine_tune_config(train_cfg: TrainConfig, *, lr: float, max_steps: int, batch_size: int,
+                     warmup_steps: int = 0, weight_decay: float = 0.0, eval_every: int | None = None,
+                     eval_batches: int | None = None, seed: int | None = None) -> TrainConfig:
+    """Pretraining's :class:`TrainConfig` turned into a fine-tuning stage's: its own rate,
+    budget and batch, one micro-batch per step, no compile. Every later stage (SFT, reward
+    model, DPO) builds its optimiser config here instead of copying fields.
+
+    >>> c = fine_tune_config(TrainConfig(), lr=1e-4, max_steps=50, batch_size=4)
+    >>> c.lr, c.max_steps, c.batch_size, c.grad_accum, c.eval_every
+    (0.0001, 50, 4, 1, 50)
+    """
+    return dataclasses.replace(
+        train_cfg, lr=lr, max_steps=max_steps, batch_size=batch_size, grad_accum=1,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, compile=False,
+        eval_every=max_steps if eval_every is None else eval_every,
+        eval_batches=train_cfg.eval_batches if eval_batches is None else eval_batches,
+        seed=train_cfg.seed if seed is None else seed)
+
+
 # --------------------------------------------------------------------------------------------
 # Measuring: validation loss, throughput, MFU
 # --------------------------------------------------------------------------------------------
@@ -112,30 +131,84 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def lm_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
+    """The default objective, next-token prediction: ``batch = (x, y)``, both (B, T).
+
+    Every objective has this form, ``loss_fn(model, batch) -> (loss, metrics)``: SFT's masked
+    loss is this one with -100 targets on the prompt, the reward model's pairwise loss and
+    DPO's loss are others (notebooks 05 and 07). ``metrics`` maps names to floats.
+    """
+    x, y = batch
+    _, loss = model(x, y)
+    return loss, {}
+
+
+def to_device(batch, device):
+    """Move every tensor of a batch (a tensor, or a tuple/list/dict of them) to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def shard(batch, rank: int, size: int):
+    """Rows ``rank * size : (rank + 1) * size`` of every tensor in a batch (a DDP process's share)."""
+    if torch.is_tensor(batch):
+        return batch[rank * size:(rank + 1) * size]
+    if isinstance(batch, dict):
+        return {k: shard(v, rank, size) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard(v, rank, size) for v in batch)
+    return batch
+
+
+def batch_tokens(batch) -> int:
+    """Tokens in a batch, for throughput: the elements of its first tensor."""
+    if torch.is_tensor(batch):
+        return batch.numel()
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return batch_tokens(first)
+
+
 @torch.no_grad()
-def estimate_loss(model: nn.Module, data, cfg: TrainConfig, device=None, batches: int | None = None,
-                  batch_fn: Callable | None = None, seed: int | None = None) -> float:
-    """Mean loss over ``batches`` (default ``cfg.eval_batches``) fixed random batches of ``data``.
+def estimate(model: nn.Module, data, cfg: TrainConfig, device=None, batches: int | None = None,
+             batch_fn: Callable | None = None, seed: int | None = None,
+             loss_fn: Callable | None = None) -> tuple[float, dict]:
+    """Mean loss and mean metrics over ``batches`` (default ``cfg.eval_batches``) fixed random
+    batches of ``data``, for any objective ``loss_fn`` (default :func:`lm_loss`).
 
     The batches come from their own generator seeded with ``seed`` (default ``cfg.seed + 1``),
-    so every estimate in a run looks at the same windows and the training order is untouched.
+    so every estimate in a run looks at the same batches and the training order is untouched.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batches = cfg.eval_batches if batches is None else batches
     block = unwrap(model).config.block_size
     batch_fn = batch_fn or (lambda d, b, g: random_batch(d, b, block, g))
+    loss_fn = loss_fn or lm_loss
     gen = torch.Generator().manual_seed(cfg.seed + 1 if seed is None else seed)
     precision = choose_precision(device)
     was_training = model.training
     model.eval()
-    losses = []
+    losses, metrics = [], {}
     for _ in range(batches):
-        x, y = batch_fn(data, cfg.batch_size, gen)
+        batch = to_device(batch_fn(data, cfg.batch_size, gen), device)
         with autocast(device, precision):
-            _, loss = model(x.to(device), y.to(device))
+            loss, m = loss_fn(model, batch)
         losses.append(loss.item())
+        for k, v in m.items():
+            metrics.setdefault(k, []).append(float(v))
     model.train(was_training)
-    return float(np.mean(losses))
+    return float(np.mean(losses)), {k: float(np.mean(v)) for k, v in metrics.items()}
+
+
+def estimate_loss(model: nn.Module, data, cfg: TrainConfig, device=None, batches: int | None = None,
+                  batch_fn: Callable | None = None, seed: int | None = None,
+                  loss_fn: Callable | None = None) -> float:
+    """The loss part of :func:`estimate`."""
+    return estimate(model, data, cfg, device, batches, batch_fn, seed, loss_fn)[0]
 
 
 @torch.no_grad()
@@ -281,7 +354,8 @@ def mfu(flops_per_token: float, tokens_per_sec: float, peak: float) -> float:
 def save_checkpoint(path: Path, model: nn.Module, optimizer=None, state: dict | None = None) -> None:
     """Write the model (with its config), the optimiser and the loop's ``state`` atomically."""
     m = unwrap(model)
-    ckpt = {"model_config": dataclasses.asdict(m.config), "model": m.state_dict(),
+    ckpt = {"model_config": dataclasses.asdict(m.config), "kind": model_kind(m),
+            "model": m.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "state": state or {}}
     buf = io.BytesIO()
@@ -292,15 +366,25 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer=None, state: dict | 
 def load_checkpoint(path: Path, model: nn.Module | None = None, optimizer=None, device=None):
     """Read a checkpoint; returns ``(model, ckpt)``.
 
-    Without ``model`` a new :class:`~llmlab.model.GPT` is built from the stored config; with
+    Without ``model`` a new model of the stored kind (a :class:`~llmlab.model.GPT`, or a
+    reward or value :class:`~llmlab.model.ScalarModel`) is built from the stored config; with
     one, its weights are replaced (and the optimiser's state when ``optimizer`` is given).
+    A truncated or corrupted file is an error that names it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for a cut-off zip
+        raise ValueError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}: {e}); "
+                         f"delete it and train again") from e
+    kind = ckpt.get("kind", "lm")
     if model is None:
-        model = GPT(ModelConfig(**ckpt["model_config"]))
+        model = build_model(ModelConfig(**ckpt["model_config"]), kind)
+    elif model_kind(unwrap(model)) != kind:
+        raise ValueError(f"checkpoint {path} holds a {kind!r} model, not a "
+                         f"{model_kind(unwrap(model))!r} one")
     unwrap(model).load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt.get("optimizer") is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -365,6 +449,8 @@ class TrainResult:
     steps: int                                        # optimiser steps taken in total
     train_losses: list = field(default_factory=list)  # per step: mean loss of its micro-batches
     val_losses: list = field(default_factory=list)    # (step, validation loss)
+    train_metrics: list = field(default_factory=list) # per step: the objective's metrics (dict)
+    val_metrics: list = field(default_factory=list)   # (step, the objective's validation metrics)
     lrs: list = field(default_factory=list)           # per step: the learning rate used
     tokens_per_sec: float = 0.0                       # training tokens per second (all processes)
     mfu: float = 0.0                                  # model FLOPs utilisation
@@ -380,12 +466,16 @@ class TrainResult:
 def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
           callback: Callable | None = None, checkpoint_path: Path | None = None,
           resume: bool = False, batch_fn: Callable | None = None, stop_after: int | None = None,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, loss_fn: Callable | None = None) -> TrainResult:
     """Train ``model`` on ``train_data`` for ``cfg.max_steps`` optimiser steps (notebook 02).
 
     - ``train_data``, ``val_data``: 1-D token arrays (``llmlab.packing.load_tokens``), or any
-      data ``batch_fn(data, batch_size, generator) -> (x, y)`` understands (notebook 04 passes
-      its own batches, with ``-100`` targets on the prompt).
+      data ``batch_fn(data, batch_size, generator) -> batch`` understands (notebook 04 passes
+      its own batches, with ``-100`` targets on the prompt). A batch is a tensor or a
+      tuple/list/dict of tensors whose first dimension is the batch.
+    - ``loss_fn(model, batch) -> (loss, metrics)``: the objective (default :func:`lm_loss`,
+      next-token prediction). The loop owns everything else: precision, scaler, accumulation,
+      clipping, schedule, resume, DDP.
     - ``callback(step, info)`` after every step; ``info`` has ``loss``, ``lr`` and, on
       evaluation steps, ``val_loss``. The notebook's live loss plot is one.
     - ``checkpoint_path``: written at every evaluation and at the end; with ``resume=True``
@@ -421,8 +511,9 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
         torch.set_rng_state(st["torch_rng"])
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
-        for k in ("train_losses", "val_losses", "lrs"):
-            setattr(result, k, [tuple(v) if k == "val_losses" else v for v in st[k]])
+        for k in ("train_losses", "val_losses", "lrs", "train_metrics", "val_metrics"):
+            setattr(result, k, [tuple(v) if k in ("val_losses", "val_metrics") else v
+                                for v in st.get(k, [])])
         result.tokens = st["tokens"]
 
     # 2) wrappers: compile, then DDP
@@ -436,8 +527,12 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
     peak = peak_flops(device, precision.name)
     flops_tok = base.flops_per_token()
 
+    loss_fn = loss_fn or lm_loss
+
     def evaluate() -> float:
-        return estimate_loss(base, val_data, cfg, device, batch_fn=batch_fn)
+        loss, metrics = estimate(base, val_data, cfg, device, batch_fn=batch_fn, loss_fn=loss_fn)
+        result.val_metrics.append((step, metrics))
+        return loss
 
     def checkpoint() -> None:
         if checkpoint_path is not None and d.master:
@@ -445,6 +540,7 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
                 "step": step, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "scaler": scaler.state_dict() if precision.use_scaler else None,
                 "train_losses": result.train_losses, "val_losses": result.val_losses,
+                "train_metrics": result.train_metrics, "val_metrics": result.val_metrics,
                 "lrs": result.lrs, "tokens": result.tokens, "train_config": dataclasses.asdict(cfg)})
 
     if step == 0:
@@ -455,8 +551,7 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
 
         bar = tqdm(total=cfg.max_steps, initial=step, desc="training", unit="step")
     last = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world_size * block
-    train_time, n_timed, n_steps_run = 0.0, 0, 0
+    train_time, n_timed, n_steps_run, tokens_timed = 0.0, 0, 0, 0
     run_model.train()
     while step < last:
         t0 = time.perf_counter()
@@ -465,18 +560,21 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
         for group in optimizer.param_groups:
             group["lr"] = lr
         # 4) gradient accumulation over micro-batches; DDP syncs gradients on the last one only
-        step_loss = 0.0
+        step_loss, step_metrics, step_tokens = 0.0, {}, 0
         for micro in range(cfg.grad_accum):
-            x, y = batch_fn(train_data, cfg.batch_size * d.world_size, gen)   # global (N*B, T)
-            x = x[d.rank * cfg.batch_size:(d.rank + 1) * cfg.batch_size].to(device)  # (B, T)
-            y = y[d.rank * cfg.batch_size:(d.rank + 1) * cfg.batch_size].to(device)  # (B, T)
+            batch = batch_fn(train_data, cfg.batch_size * d.world_size, gen)   # global (N*B, ...)
+            batch = to_device(shard(batch, d.rank, cfg.batch_size), device)    # this rank's (B, ...)
             sync = (not d.enabled) or micro == cfg.grad_accum - 1
             ctx = run_model.no_sync() if not sync else _null()
             with ctx:
                 with autocast(device, precision):
-                    _, loss = run_model(x, y)
+                    loss, metrics = loss_fn(run_model, batch)
+                check_finite(loss, step, micro)
                 scaler.scale(loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
+            step_tokens += batch_tokens(batch) * d.world_size
+            for k, v in metrics.items():
+                step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / cfg.grad_accum
         # 5) clip the global gradient norm, then the optimiser step
         scaler.unscale_(optimizer)
         if cfg.grad_clip > 0:
@@ -494,9 +592,11 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
         # 6) bookkeeping: losses, throughput, evaluation, checkpoint
         step_loss = _all_mean(step_loss, d, device)
         result.train_losses.append(step_loss)
+        result.train_metrics.append(step_metrics)
         result.lrs.append(lr)
-        result.tokens += tokens_per_step
-        info = {"loss": step_loss, "lr": lr}
+        result.tokens += step_tokens
+        tokens_timed += step_tokens if n_steps_run > 1 else 0
+        info = {"loss": step_loss, "lr": lr, **step_metrics}
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             info["val_loss"] = evaluate()
             result.val_losses.append((step, info["val_loss"]))
@@ -512,10 +612,19 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
     if result.val_losses[-1][0] != step:
         checkpoint()   # an interrupted run (stop_after) leaves its state to resume from
     result.steps = step
-    result.tokens_per_sec = tokens_per_step * n_timed / train_time if n_timed else 0.0
+    result.tokens_per_sec = tokens_timed / train_time if n_timed else 0.0
     result.mfu = mfu(flops_tok, result.tokens_per_sec / d.world_size, peak)
     result.wall_seconds = time.perf_counter() - t_start
     return result
+
+
+def check_finite(loss: torch.Tensor, step: int, micro: int) -> None:
+    """Stop a run whose loss is NaN or infinite, before it trains every weight into NaN."""
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(
+            f"training stopped: the loss is {loss.item()} at optimiser step {step + 1} "
+            f"(micro-batch {micro + 1}); the weights are those after step {step}. Lower the "
+            f"learning rate or check the batch for bad values.")
 
 
 class _null:
