@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     i_max = int(np.argmax(fit2.budgets))
     N, D, L = (np.array([r[k] for r in rows], float) for k in ("n_params", "tokens", "loss"))
     law3, _ = scaling.fit_parametric(N, D, L, name="this sweep")
-    boot3 = scaling.bootstrap_parametric(N, D, L, n_boot=min(n_boot, 100), start=law3)
+    boot3, boot3_at_bound = scaling.bootstrap_parametric(N, D, L, n_boot=min(n_boot, 100), start=law3,
+                                                         return_at_bound=True)
+    ident = scaling.identification(law3, boot3, boot3_at_bound)
     a3 = boot3[:, 4] / (boot3[:, 3] + boot3[:, 4])
 
     out = {
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
             "E": round(law3.E, 4), "A": round(law3.A, 2), "B": round(law3.B, 2),
             "alpha": round(law3.alpha, 4), "beta": round(law3.beta, 4), "a": round(law3.a, 4),
             "a_interval_10_90": [round(x, 4) for x in scaling.interval(a3)],
-            "tokens_per_param_at_largest_budget": round(float(law3.tokens_per_param(C_max)), 2)},
+            "tokens_per_param_at_largest_budget": round(float(law3.tokens_per_param(C_max)), 2),
+            "not_identified": {k: v for k, v in ident.items() if v is not None}},
         "published": {"chinchilla_approach2_a": 0.49, "chinchilla_approach2_b": 0.51,
                       "chinchilla_approach3_a": round(scaling.CHINCHILLA.a, 4),
                       "epoch_refit_a": round(scaling.EPOCH.a, 4),

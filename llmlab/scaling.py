@@ -456,6 +456,7 @@ class ScalingLaw:
     beta: float
     name: str = ""
     source: str = ""
+    at_bound: tuple = ()        # parameters a bounded fit left on a bound (not set by the data)
 
     def loss(self, N, D):
         """Predicted loss; N, D scalars or arrays of the same shape."""
@@ -577,16 +578,39 @@ def _grid_points(grid: dict) -> np.ndarray:
     return np.stack([m.ravel() for m in mesh], axis=1)                          # (G, 5)
 
 
+def parametric_bounds(L, e_floor_frac: float = 0.01, exponent_range=(0.05, 2.5),
+                      log_coef_range=(-10.0, 60.0)) -> list[tuple[float, float]]:
+    """Bounds on theta = (log A, log B, log E, alpha, beta) for :func:`fit_parametric`.
+
+    The physically meaningful region: E is positive and below the smallest loss measured
+    (``e_floor_frac * min(L) <= E <= min(L)``; a law whose floor lies above a measured loss
+    contradicts that run), the exponents lie in ``exponent_range`` (published fits are
+    0.28-0.37; an exponent near 0 or far above 2 is a symptom of too few runs, not a law),
+    and log A, log B in ``log_coef_range``. A fitted parameter that ends on one of these
+    bounds was set by the bound, not by the data: :func:`identification` reports it.
+    """
+    L = np.asarray(L, float)
+    lmin = float(L.min())
+    return [log_coef_range, log_coef_range, (math.log(e_floor_frac * lmin), math.log(lmin)),
+            exponent_range, exponent_range]
+
+
+PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+
+
 def fit_parametric(N, D, L, delta: float = 1e-3, grid: dict | None = None, n_starts: int = 10,
-                   extra_starts=(), name: str = "fit") -> tuple[ScalingLaw, float]:
+                   extra_starts=(), name: str = "fit", bounds=None) -> tuple[ScalingLaw, float]:
     """Approach 3 (Hoffmann et al. 2022, Sec. 3.3, Eq. 3): fit E, A, B, alpha, beta.
 
     Minimises sum_i Huber_delta(log L_hat(N_i, D_i) - log L_i) with L-BFGS (scipy's L-BFGS-B),
     starting from a grid of initialisations (``PAPER_GRID`` by default: 4500 points, App. D.2).
     Unlike the paper, which runs L-BFGS from every grid point, the objective is first
     evaluated at all of them and L-BFGS starts from the ``n_starts`` best (``n_starts=None``
-    runs all); ``extra_starts`` are added as (E, A, B, alpha, beta) tuples. Returns the best
-    :class:`ScalingLaw` and its objective value.
+    runs all); ``extra_starts`` are added as (E, A, B, alpha, beta) tuples. Unlike the paper,
+    the search is bounded to :func:`parametric_bounds` (default): with a few small runs the
+    unbounded optimum can send E to 0 (log E to minus infinity) and an exponent past 2.
+    Returns the best :class:`ScalingLaw` and its objective value; the law's ``at_bound``
+    names the parameters that ended on a bound.
     N, D, L: (n,) arrays of parameters, tokens and final losses.
     """
     from scipy.optimize import minimize
@@ -595,14 +619,17 @@ def fit_parametric(N, D, L, delta: float = 1e-3, grid: dict | None = None, n_sta
     if not (N.shape == D.shape == L.shape) or N.size < 5:
         raise ValueError(f"fit_parametric needs >= 5 runs with matching N, D, L; got shapes "
                          f"{N.shape}, {D.shape}, {L.shape}")
-    if np.any(N <= 0) or np.any(D <= 0) or np.any(L <= 0):
-        raise ValueError("fit_parametric: N, D and L must all be positive")
+    if np.any(N <= 0) or np.any(D <= 0) or np.any(L <= 0) or not np.all(np.isfinite(L)):
+        raise ValueError("fit_parametric: N, D and L must all be positive and finite")
+    bounds = parametric_bounds(L) if bounds is None else bounds
+    lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
-    starts = _grid_points(grid or PAPER_GRID)                                   # (G, 5)
+    starts = np.clip(_grid_points(grid or PAPER_GRID), lo, hi)                  # (G, 5)
     if n_starts is not None and n_starts < len(starts):
         f0 = _objective_grid(starts, logN, logD, logL, delta)
         starts = starts[np.argsort(f0)[:n_starts]]
-    extra = [np.array([math.log(A), math.log(B), math.log(E), al, be])
+    extra = [np.clip(np.array([math.log(max(A, 1e-300)), math.log(max(B, 1e-300)),
+                               math.log(max(E, 1e-300)), al, be]), lo, hi)
              for E, A, B, al, be in extra_starts]
     if extra:
         starts = np.vstack([starts, np.array(extra)])
@@ -610,33 +637,78 @@ def fit_parametric(N, D, L, delta: float = 1e-3, grid: dict | None = None, n_sta
         raise ValueError("fit_parametric: no starting points (n_starts=0 and no extra_starts)")
     best = None
     for t0 in starts:
-        res = minimize(_objective, t0, args=(logN, logD, logL, delta), jac=True,
+        res = minimize(_objective, t0, args=(logN, logD, logL, delta), jac=True, bounds=bounds,
                        method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-7, "ftol": 1e-13})
         if best is None or res.fun < best.fun:
             best = res
     a, b, e, alpha, beta = best.x
+    tol = 1e-6 * np.maximum(1.0, np.abs(hi - lo))
+    theta_order = ("A", "B", "E", "alpha", "beta")
+    at_bound = tuple(n for n, x, l_, h_, t in zip(theta_order, best.x, lo, hi, tol)
+                     if x - l_ <= t or h_ - x <= t)
     law = ScalingLaw(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=float(alpha),
-                     beta=float(beta), name=name, source="Approach 3 fit (Huber, L-BFGS)")
+                     beta=float(beta), name=name, source="Approach 3 fit (Huber, L-BFGS-B, bounded)",
+                     at_bound=at_bound)
     return law, float(best.fun)
 
 
+def identification(law: ScalingLaw, samples: np.ndarray | None = None, at_bound: dict | None = None,
+                   max_ratio: float = 10.0, max_exponent_spread: float = 0.5,
+                   max_at_bound: float = 0.25) -> dict:
+    """Which of the law's parameters the data pin down: ``{name: None or the reason not}``.
+
+    A parameter is *not identified* when the fit left it on a bound of
+    :func:`parametric_bounds`, when the bootstrap (``samples`` (n_boot, 5) and ``at_bound``,
+    the shares from ``bootstrap_parametric(..., return_at_bound=True)``) put it on a bound in
+    more than ``max_at_bound`` of the resamples,
+    or when their 10-90% interval spans more than a factor ``max_ratio`` (E, A, B) or more
+    than ``max_exponent_spread`` (alpha, beta). Print such a parameter as "not identified",
+    never as a number.
+    """
+    out = {}
+    for i, name in enumerate(PARAM_NAMES):
+        reason = None
+        if name in law.at_bound:
+            reason = "the fit ended on its bound"
+        elif at_bound and at_bound.get(name, 0.0) > max_at_bound:
+            reason = f"{at_bound[name]:.0%} of bootstrap fits ended on its bound"
+        elif samples is not None and len(samples):
+            lo, hi = interval(samples[:, i])
+            if name in ("E", "A", "B"):
+                if not (lo > 0) or hi / lo > max_ratio:
+                    reason = f"bootstrap 10-90% spans {lo:.3g} to {hi:.3g}"
+            elif hi - lo > max_exponent_spread:
+                reason = f"bootstrap 10-90% spans {lo:.3g} to {hi:.3g}"
+        out[name] = reason
+    return out
+
+
 def bootstrap_parametric(N, D, L, n_boot: int = 100, seed: int = 0, delta: float = 1e-3,
-                         start: ScalingLaw | None = None, n_starts: int = 2) -> np.ndarray:
+                         start: ScalingLaw | None = None, n_starts: int = 2,
+                         return_at_bound: bool = False):
     """Intervals for Approach 3: refit on runs resampled with replacement.
 
     Each resample starts L-BFGS from ``start`` (the full-data fit) and the ``n_starts`` best
-    grid points. Returns (n_boot, 5) samples of (E, A, B, alpha, beta).
+    grid points, within the full data's bounds. Returns (n_boot, 5) samples of
+    (E, A, B, alpha, beta), and with ``return_at_bound`` also each parameter's share of
+    resamples that ended on a bound (a dict).
     """
     N, D, L = (np.asarray(v, float) for v in (N, D, L))
     rng = np.random.default_rng(seed)
     extra = [tuple(start.params())] if start is not None else []
-    out = []
+    bounds = parametric_bounds(L)
+    out, hits = [], {n: 0 for n in PARAM_NAMES}
     for _ in range(n_boot):
         idx = rng.integers(0, N.size, N.size)
         law, _ = fit_parametric(N[idx], D[idx], L[idx], delta=delta, n_starts=n_starts,
-                                extra_starts=extra)
+                                extra_starts=extra, bounds=bounds)
         out.append(law.params())
-    return np.array(out)
+        for n in law.at_bound:
+            hits[n] += 1
+    samples = np.array(out)
+    if return_at_bound:
+        return samples, {n: h / max(n_boot, 1) for n, h in hits.items()}
+    return samples
 
 
 # =============================================================================================

@@ -144,6 +144,36 @@ def test_parametric_fit_recovers_known_law():
     assert lo - 0.02 <= TRUE.alpha <= hi + 0.02 and hi - lo < 0.05
 
 
+def test_parametric_fit_identifies_a_known_law():
+    rows = synthetic_sweep()
+    N, D, L = (np.array([r[k] for r in rows]) for k in ("n_params", "tokens", "loss"))
+    law, _ = scaling.fit_parametric(N, D, L)
+    samples, at_bound = scaling.bootstrap_parametric(N, D, L, n_boot=10, start=law, n_starts=0,
+                                                     return_at_bound=True)
+    assert law.at_bound == ()
+    assert scaling.identification(law, samples, at_bound) == {k: None for k in scaling.PARAM_NAMES}
+
+
+def test_parametric_fit_without_a_floor_reports_e_unidentified():
+    """Losses with no floor (E = 0, the case that sent an unbounded fit to E = 0.0 and then
+    crashed the bootstrap on log(0)) end on E's lower bound, reported as not identified."""
+    floorless = scaling.ScalingLaw(E=0.0, A=400.0, B=400.0, alpha=0.34, beta=0.28)
+    N = np.array([1e5, 3e5, 1e6, 3e6, 1e7, 2e5, 6e5, 2e6])
+    D = np.array([1e7, 3e6, 1e6, 3e5, 1e5, 4e6, 2e6, 5e5])
+    L = floorless.loss(N, D)
+    law, _ = scaling.fit_parametric(N, D, L)
+    lo, hi = scaling.parametric_bounds(L)[2]
+    assert math.exp(lo) - 1e-12 <= law.E <= math.exp(hi) + 1e-12 and law.E > 0
+    assert "E" in law.at_bound
+    samples, at_bound = scaling.bootstrap_parametric(N, D, L, n_boot=5, start=law, n_starts=1,
+                                                     return_at_bound=True)
+    assert np.all(np.isfinite(samples)) and np.all(samples[:, 0] > 0)
+    assert scaling.identification(law, samples, at_bound)["E"] is not None
+    # a start at E = 0 (an earlier fit's output) is clipped into the bounds, not log(0)
+    law2, _ = scaling.fit_parametric(N, D, L, n_starts=0, extra_starts=[(0.0, 1.0, 1.0, 0.3, 0.3)])
+    assert law2.E > 0
+
+
 def test_parametric_fit_rejects_bad_input():
     with pytest.raises(ValueError, match="must all be positive"):
         scaling.fit_parametric([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 0, 5])
