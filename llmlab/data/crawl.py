@@ -80,15 +80,15 @@ def _is_member(fh, pos: int) -> bool:
 
 def _next_record(fh, start: int, chunk: int = 1 << 16) -> int | None:
     """Offset of the next record at or after ``start``, or None: a gzip member that really
-    decompresses into a WARC header, or (uncompressed WARC) a ``WARC/1.0`` line at a line start.
+    decompresses into a WARC header, or (uncompressed WARC) a ``WARC/1.0`` + CRLF line.
 
     Streams the file in chunks (never loads it); used to resynchronise after a bad record.
+    A false start (the line quoted inside a page) fails to parse and is skipped in turn.
     """
     pattern = re.compile(re.escape(GZIP_MAGIC) + b"|" + WARC_LINE.pattern)
     pos = start
     while True:
-        fh.seek(max(pos - 1, 0))
-        before = fh.read(1) if pos > 0 else b"\n"          # the byte before the chunk
+        fh.seek(pos)
         buf = fh.read(chunk + 16)                         # 16: a match across the boundary
         if not buf:
             return None
@@ -96,10 +96,7 @@ def _next_record(fh, start: int, chunk: int = 1 << 16) -> int | None:
             i = m.start()
             if i >= chunk:
                 break
-            if m.group().startswith(GZIP_MAGIC):
-                if _is_member(fh, pos + i):
-                    return pos + i
-            elif (buf[i - 1:i] if i else before) == b"\n":
+            if not m.group().startswith(GZIP_MAGIC) or _is_member(fh, pos + i):
                 return pos + i
         if len(buf) <= chunk:
             return None
