@@ -263,3 +263,34 @@ def test_shipped_fixture_is_what_the_script_writes_now(tmp_path):
     assert [(p["charset"], p["charset_from"]) for p in pages] == \
         [("utf-8", "header"), ("cp1252", "fallback"), ("utf-8", "fallback")]
     assert all(mf.TEXT in p["html"] for p in pages)
+
+
+# --------------------------------------------------------------------------------------------
+# Reproducible artifacts: the gzip writers store no time and no name (issue 17, item 7)
+# --------------------------------------------------------------------------------------------
+
+
+def test_gzip_artifacts_are_byte_identical_when_rebuilt(tmp_path, monkeypatch):
+    """truth.jsonl.gz (the crawl artifact) and corpus.jsonl.gz, written twice at different
+    times under different names, are the same bytes; the gzip header's MTIME field is 0."""
+    import time
+
+    from llmlab import world as world_mod
+    from llmlab.data import pipeline
+
+    w = stages.get_world("smoke")
+    docs = [{"url": f"http://d.example/{i}", "source": "web", "kind": "k", "text": f"{TEXT} {i}"}
+            for i in range(20)]
+    clock = iter([1_000_000_000.0, 1_700_000_000.0, 1_000_000_000.0, 1_700_000_000.0])
+    monkeypatch.setattr(time, "time", lambda: next(clock))     # two different 'now's
+    paths = {}
+    for name, write in (("truth", lambda p: world_mod.write_truth(w, p)),
+                        ("corpus", lambda p: pipeline.write_corpus(docs, p))):
+        a, b = tmp_path / f"{name}.jsonl.gz", tmp_path / f"{name}-rebuilt.tmp"
+        write(a)
+        write(b)
+        assert a.read_bytes() == b.read_bytes(), name
+        assert a.read_bytes()[4:8] == b"\0\0\0\0", name                # MTIME
+        paths[name] = a
+    assert [r["url"] for r in world_mod.read_truth(paths["truth"])] == [p.url for p in w.pages]
+    assert pipeline.read_corpus(paths["corpus"]) == docs
