@@ -214,3 +214,17 @@ def test_exact_confirmation_time_per_document_does_not_grow():
     small = min(per_doc(500) for _ in range(3))
     large = min(per_doc(2000) for _ in range(3))
     assert large < 2.5 * small, (small, large)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lsh_candidate_pairs_agree_with_the_dict_oracle(seed):
+    """Few distinct values, so many bands collide: the sorted-hash buckets give the same pairs."""
+    rng = np.random.default_rng(seed)
+    sig = rng.integers(0, 3, (300, 16)).astype(np.uint32)
+    for bands in (4, 8):
+        got = dedup.lsh_candidate_pairs(sig, bands)
+        assert got == dedup.lsh_candidate_pairs_naive(sig, bands) and len(got) > 100
+    texts = _corpus(seed)
+    h, d = dedup.shingle_hashes([dedup.words(t) for t in texts], 5)
+    sig = dedup.minhash_signatures(h, d, len(texts), 128)
+    assert dedup.lsh_candidate_pairs(sig, 16) == dedup.lsh_candidate_pairs_naive(sig, 16)

@@ -258,11 +258,33 @@ def s_curve(s, r: int, b: int):
     return 1.0 - (1.0 - np.asarray(s, dtype=float) ** r) ** b
 
 
+def lsh_candidate_pairs_naive(sig: np.ndarray, bands: int) -> set[tuple[int, int]]:
+    """The same pairs as :func:`lsh_candidate_pairs` from a dict of buckets per band, in plain
+    Python: the test oracle. ``{tuple(band row): [documents]}``, then every pair per bucket."""
+    r = sig.shape[1] // bands
+    pairs = set()
+    for k in range(bands):
+        buckets: dict = {}
+        for i, row in enumerate(sig[:, k * r:(k + 1) * r].tolist()):
+            buckets.setdefault(tuple(row), []).append(i)
+        pairs |= {(g[x], g[y]) for g in buckets.values()
+                  for x in range(len(g)) for y in range(x + 1, len(g))}
+    return pairs
+
+
 def lsh_candidate_pairs(sig: np.ndarray, bands: int) -> set[tuple[int, int]]:
     """Pairs (i, j), i < j, whose signatures agree on all rows of at least one band.
 
-    ``sig`` (D, P) with P divisible by ``bands``; r = P / bands rows per band. Each band's rows
-    are grouped with ``np.unique``: documents in the same bucket become candidates.
+    ``sig`` (D, P) with P divisible by ``bands``; r = P / bands rows per band. Per band:
+    1) hash each document's r values into one uint64; 2) sort the documents by it, so equal
+    bands sit side by side; 3) a bucket is a run of rows whose band values are all equal (the
+    full rows are compared, so a hash collision never joins different bands); 4) every pair
+    within a bucket is a candidate. Sorting uint64 keys is several times faster than sorting
+    the rows themselves (``np.unique`` on a void view, as a first version did).
+
+    >>> sig = np.array([[1, 2, 3, 4], [1, 2, 9, 9], [7, 7, 3, 4], [5, 5, 5, 5]], dtype=np.uint32)
+    >>> sorted(lsh_candidate_pairs(sig, 2))       # band 0: docs 0 and 1; band 1: docs 0 and 2
+    [(0, 1), (0, 2)]
     """
     n_docs, num_perm = sig.shape
     if num_perm % bands:
@@ -270,18 +292,32 @@ def lsh_candidate_pairs(sig: np.ndarray, bands: int) -> set[tuple[int, int]]:
     r = num_perm // bands
     pairs: set = set()
     for k in range(bands):
-        band = np.ascontiguousarray(sig[:, k * r:(k + 1) * r])                    # (D, r)
-        keys = band.view(np.dtype((np.void, band.dtype.itemsize * r))).ravel()     # (D,)
-        _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        order = np.argsort(inv, kind="stable")
-        bounds = np.r_[0, np.cumsum(counts)]
-        for g in np.flatnonzero(counts > 1):
-            members = order[bounds[g]:bounds[g + 1]]
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    i, j = int(members[x]), int(members[y])
-                    pairs.add((i, j) if i < j else (j, i))
+        band = sig[:, k * r:(k + 1) * r].astype(np.uint64)                        # (D, r)
+        key = np.zeros(n_docs, dtype=np.uint64)                                  # 1) (D,)
+        for j in range(r):
+            key = _fmix64(key * np.uint64(0x9E3779B97F4A7C15) + band[:, j])
+        order = np.argsort(key, kind="stable")                                   # 2) (D,)
+        rows = band[order]                                                       # (D, r)
+        same = np.all(rows[1:] == rows[:-1], axis=1)                             # 3) (D-1,)
+        if not same.any():
+            continue
+        starts = np.flatnonzero(np.r_[True, ~same])                              # bucket starts
+        sizes = np.diff(np.r_[starts, n_docs])
+        for st, sz in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            members = sorted(order[st:st + sz].tolist())                         # 4)
+            for x in range(sz):
+                for y in range(x + 1, sz):
+                    pairs.add((members[x], members[y]))
     return pairs
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser on uint64 values (a bijection that mixes all bits)."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
 
 
 # --------------------------------------------------------------------------------------------
