@@ -127,6 +127,15 @@ def update_readme(timings: dict, readme: Path | None = None) -> None:
     readme.write_text(f"{head}{START}\n{readme_table(timings)}\n{END}{tail}", encoding="utf-8")
 
 
+def usage_error(message: str) -> int:
+    """Print one line, ``book: error: <message>``, to stderr; return exit status 2 (as argparse).
+
+    A user's mistake (an unknown preset or notebook) gets this line, not a traceback.
+    """
+    print(f"book: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("select", nargs="*", help="notebook number prefixes (default: all)")
@@ -138,15 +147,19 @@ def main(argv=None) -> int:
     preset = args.preset or os.environ.get("LLMLAB_PRESET") or "cpu"
     from .config import get_preset
 
-    get_preset(preset)  # a clear error for an unknown name, before any notebook runs
+    try:
+        get_preset(preset)  # a clear error for an unknown name, before any notebook runs
+    except ValueError as exc:
+        return usage_error(str(exc))
+    paths = notebooks(args.select)
+    if not paths:
+        found = ", ".join(p.stem[:2] for p in notebooks())
+        return usage_error(f"no notebook matches {' '.join(args.select)!r}; "
+                           f"notebooks are: {found}")
     os.environ["LLMLAB_PRESET"] = preset
     out = Path(args.out)
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    paths = notebooks(args.select)
-    if not paths:
-        print(f"no notebook matches {args.select}", file=sys.stderr)
-        return 2
     for path in paths:
         print(f"[book] {path.name} at preset {preset} ...", flush=True)
         minutes = run(path, out, args.inplace, args.timeout)

@@ -879,8 +879,14 @@ def _record_id(key: str) -> str:
 
 
 def write_truth(world: World, path: Path) -> None:
-    """Ground truth as gzip JSON lines, one record per page (same order as the WARC)."""
-    with gzip.open(path, "wt", encoding="utf-8") as f:
+    """Ground truth as gzip JSON lines, one record per page (same order as the WARC).
+
+    The gzip header stores no time and no file name (``mtime=0``, ``filename=""``), so the
+    same world gives the same bytes whenever and wherever it is written.
+    """
+    with open(path, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as f:
         for rec in world.truth_records():
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 

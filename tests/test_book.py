@@ -34,9 +34,38 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
         assert 'pip install -q -e ".[dev]"' in (ROOT / "scripts" / script).read_text()
 
 
-def test_unknown_preset_fails_before_any_notebook_runs(capsys):
-    with pytest.raises(ValueError, match="valid presets"):
-        book.main(["--preset", "huge", "00"])
+def test_unknown_preset_fails_before_any_notebook_runs(capsys, monkeypatch):
+    monkeypatch.setattr(book, "run", lambda *a, **k: pytest.fail("a notebook ran"))
+    assert book.main(["--preset", "huge", "00"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("book: error: unknown preset 'huge'")
+    assert "valid presets are: cpu, gpu, smoke" in err
+
+
+def test_unknown_notebook_is_one_line_and_exit_2(capsys, monkeypatch):
+    monkeypatch.setattr(book, "run", lambda *a, **k: pytest.fail("a notebook ran"))
+    assert book.main(["--preset", "smoke", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("book: error: no notebook matches '99'")
+    assert "00" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nosuch"], "book: error: unknown preset 'nosuch'"),
+    (["--preset", "smoke", "99"], "book: error: no notebook matches '99'"),
+])
+def test_command_line_user_errors(args, message, tmp_path):
+    """``python -m llmlab.book`` itself: exit status 2, one line on stderr, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "llmlab.book", *args, "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
 
 
 SETUP = 'if importlib.util.find_spec("llmlab") is None:'

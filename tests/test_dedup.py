@@ -147,3 +147,84 @@ def test_pair_prf_by_hand():
     r = dedup.pair_prf({(0, 1), (2, 3)}, {(0, 1), (4, 5), (6, 7)})
     assert (r["precision"], r["recall"]) == (0.5, pytest.approx(1 / 3))
     assert dedup.cluster_pairs([0, 1, 0, 0]) == {(0, 2), (0, 3), (2, 3)}
+
+
+def _corpus(seed: int, n_pairs: int = 60) -> list[str]:
+    """Random texts, each with a copy edited by 0 to 40 words (so Jaccard spans 0.2 to 1)."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n_pairs):
+        a, b = _pair(rng, 80, rng.choice([0, 1, 3, 6, 10, 20, 40]))
+        texts += [a, b]
+    rng.shuffle(texts)
+    return texts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_confirm_exact_agrees_with_the_naive_oracle(seed):
+    """The linear confirmation gives exactly the old (quadratic) algorithm's pairs and clusters."""
+    texts = _corpus(seed)
+    h, d = dedup.shingle_hashes([dedup.words(t) for t in texts], 5)
+    sig = dedup.minhash_signatures(h, d, len(texts), 128)
+    cand = dedup.lsh_candidate_pairs(sig, 16)
+    assert len(cand) >= 10
+    for threshold in (0.5, 0.8, 0.95):
+        want = dedup.confirm_exact_naive(cand, h, d, threshold)
+        assert dedup.confirm_exact(cand, h, d, threshold, len(texts)) == want
+    old_ok = dedup.confirm_exact_naive(cand, h, d, 0.8)
+    old_labels = dedup.connected_components(len(texts), old_ok)
+    nd = dedup.near_dedup(texts)                       # the default is exact confirmation
+    assert nd.confirmed == old_ok and nd.candidates == cand
+    assert nd.labels.tolist() == old_labels.tolist()
+    assert nd.keep == [i for i in range(len(texts)) if old_labels[i] == i]
+    assert 0 < nd.removed < len(texts) // 2 + 1
+
+
+def test_confirm_exact_by_hand():
+    h = np.array([1, 2, 3, 1, 2, 4, 9])                # doc 0: {1,2,3}; doc 1: {1,2,4}; doc 2: {9}
+    d = np.array([0, 0, 0, 1, 1, 1, 3])                # doc 2 has no shingles, doc 3 has one
+    assert dedup.doc_offsets(d, 4).tolist() == [0, 3, 6, 6, 7]
+    assert dedup.confirm_exact({(0, 1)}, h, d, 0.5) == {(0, 1)}      # 2 / 4
+    assert dedup.confirm_exact({(0, 1)}, h, d, 0.51) == set()
+    assert dedup.confirm_exact({(0, 2), (2, 3)}, h, d, 0.1, 4) == set()
+
+
+def test_near_dedup_default_is_the_pipelines():
+    import inspect
+
+    from llmlab.config import DataConfig
+
+    assert inspect.signature(dedup.near_dedup).parameters["confirm"].default == \
+        DataConfig().dedup_confirm
+
+
+def test_exact_confirmation_time_per_document_does_not_grow():
+    """4x the documents costs about 4x the time (the old confirmation: about 16x)."""
+    import time
+
+    def per_doc(n_pairs):
+        texts = _corpus(3, n_pairs)
+        h, d = dedup.shingle_hashes([dedup.words(t) for t in texts], 5)
+        cand = {(i, i + 1) for i in range(0, len(texts) - 1, 2)}   # one pair per two docs
+        t0 = time.perf_counter()
+        dedup.confirm_exact(cand, h, d, 0.8, len(texts))
+        return (time.perf_counter() - t0) / len(texts)
+
+    per_doc(200)                                                    # warm up
+    small = min(per_doc(500) for _ in range(3))
+    large = min(per_doc(2000) for _ in range(3))
+    assert large < 2.5 * small, (small, large)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lsh_candidate_pairs_agree_with_the_dict_oracle(seed):
+    """Few distinct values, so many bands collide: the sorted-hash buckets give the same pairs."""
+    rng = np.random.default_rng(seed)
+    sig = rng.integers(0, 3, (300, 16)).astype(np.uint32)
+    for bands in (4, 8):
+        got = dedup.lsh_candidate_pairs(sig, bands)
+        assert got == dedup.lsh_candidate_pairs_naive(sig, bands) and len(got) > 100
+    texts = _corpus(seed)
+    h, d = dedup.shingle_hashes([dedup.words(t) for t in texts], 5)
+    sig = dedup.minhash_signatures(h, d, len(texts), 128)
+    assert dedup.lsh_candidate_pairs(sig, 16) == dedup.lsh_candidate_pairs_naive(sig, 16)

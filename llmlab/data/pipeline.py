@@ -19,6 +19,7 @@ against the world's labels. :func:`run_pipeline` does this for a preset's crawl;
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 import time
@@ -179,8 +180,14 @@ def run_pipeline(preset: Preset | str | None = None, progress: bool = True) -> t
 
 
 def write_corpus(docs: list[dict], path: str | Path) -> None:
-    """Gzip JSON lines, one kept document per line: ``{"url", "source", "kind", "text"}``."""
-    with gzip.open(path, "wt", encoding="utf-8") as f:
+    """Gzip JSON lines, one kept document per line: ``{"url", "source", "kind", "text"}``.
+
+    Reproducible: the gzip header stores no time and no file name (``mtime=0``,
+    ``filename=""``), so a rebuilt corpus is byte-identical to the last one.
+    """
+    with open(path, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as f:
         for d in docs:
             f.write(json.dumps({k: d[k] for k in ("url", "source", "kind", "text")},
                                ensure_ascii=False) + "\n")
