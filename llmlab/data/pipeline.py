@@ -66,6 +66,48 @@ def split_by_url(items: list, frac: float = HELDOUT_FRAC, key=lambda d: d["url"]
     return tune, held
 
 
+def heldout_rules(docs: list[dict], is_bad: dict, frac: float = HELDOUT_FRAC,
+                  grid: dict = quality.TUNE_GRID) -> dict:
+    """Quality thresholds tuned on one part of ``docs`` and scored on the other.
+
+    1) split by URL (:func:`split_by_url`); 2) :func:`quality.tune_rules` on the tune part only
+    (``is_bad`` maps a URL to its label; held-out labels are never read before step 3);
+    3) the tuned rules' removal precision and recall on each part. Docs need ``url``, ``text``
+    and ``is_code``. Returns ``{"rules", "tuned_on", "heldout", "tune_urls", "heldout_urls"}``,
+    each score a :func:`quality.removal_prf` dict with its number of documents.
+    """
+    tune, held = split_by_url(docs, frac)
+    tables = {k: quality.value_table([quality.rule_values(d["text"]) for d in part])
+              for k, part in (("tune", tune), ("held", held))}
+    rules, _ = quality.tune_rules(tables["tune"], [d["is_code"] for d in tune],
+                                  [is_bad[d["url"]] for d in tune], grid=grid)
+    out = {"rules": rules, "tune_urls": [d["url"] for d in tune],
+           "heldout_urls": [d["url"] for d in held]}
+    for key, part, table in (("tuned_on", tune, tables["tune"]), ("heldout", held, tables["held"])):
+        removed = quality.failure_matrix(table, [d["is_code"] for d in part], rules).any(axis=1)
+        out[key] = quality.removal_prf(removed, [is_bad[d["url"]] for d in part]) | {"docs": len(part)}
+    return out
+
+
+def heldout_classifier(docs: list[dict], is_bad: dict, scores, frac: float = HELDOUT_FRAC) -> dict:
+    """A classifier's removal threshold chosen on one part of ``docs``, scored on the other.
+
+    ``scores`` (N,) are P(reference-like) for ``docs`` (the classifier is trained on sources,
+    not on quality labels, so it may see every document). 1) split by URL; 2)
+    :func:`quality.best_threshold` on the tune part; 3) precision and recall of "remove below
+    it" on each part, and the held-out part's precision-recall curve.
+    """
+    scores = np.asarray(scores, dtype=float)
+    held_mask = np.array([is_heldout(d["url"], frac) for d in docs], dtype=bool)
+    bad = np.array([is_bad[d["url"]] for d in docs], dtype=bool)
+    th = quality.best_threshold(scores[~held_mask], bad[~held_mask])
+    out = {"threshold": th}
+    for key, m in (("tuned_on", ~held_mask), ("heldout", held_mask)):
+        out[key] = quality.removal_prf(scores[m] < th, bad[m]) | {"docs": int(m.sum())}
+    out["heldout_curve"] = quality.pr_curve(scores[held_mask], bad[held_mask])
+    return out
+
+
 def dedup_vs_world(urls: list[str], labels, truth_by_url: dict) -> dict:
     """Duplicate-pair precision and recall of predicted cluster ``labels`` against the world's
     duplicate clusters, over the good pages among ``urls`` (bad pages have no true copies).
