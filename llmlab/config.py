@@ -57,14 +57,16 @@ class DataConfig:
     dedup_confirm: str = "exact"      # confirm LSH candidates by "exact" Jaccard or MinHash "estimate"
     extractor: str = "simple"         # main-text extractor: "simple" (llmlab's) or "trafilatura"
     max_link_density: float = 0.5     # simple extractor: drop blocks with more than this share of link text
+    # The four quality thresholds below are what quality.tune_rules picks on the tune half of the
+    # cpu crawl (pipeline.split_by_url); notebook 01 scores them on the held-out half.
     min_words: int = 8                # quality: fewer words is too short (Gopher: 50; our threads are short)
     min_stop_words: int = 0           # quality: at least this many Gopher stop words (Gopher: 2)
     max_top_2gram: float = 0.5        # quality: top bigram's share of characters (Gopher: 0.2)
     max_dup_5gram: float = 0.45       # quality: share of characters in repeated 5-grams (Gopher: 0.15)
     use_classifier: bool = False      # also drop documents the fastText-style classifier scores low
-    classifier_threshold: float = 0.1  # with use_classifier: drop below this P(reference-like)
-    reference_sources: tuple = ("wiki", "books")  # the classifier's curated (positive) sources
-    mix_weights: tuple = ()           # ((source, weight), ...): copies of each source; () = natural mix
+    classifier_threshold: float = 0.33  # with use_classifier: drop below this P(reference-like); quality.best_threshold on the tune half of the cpu crawl gives 0.326
+    reference_sources: tuple = ("wiki", "books", "forum")  # the classifier's curated (positive) sources (wiki + books alone rejects every forum thread: notebook 01, section 4)
+    mix_weights: tuple = ()           # ((source, epochs), ...): 2.0 = each document twice, 0.5 = a random half; unlisted sources 1.0; () = natural mix, every document once
     val_frac: float = 0.05            # share of documents held out for validation
     block_size: int = 128             # packed window length in tokens (must match the model's)
 

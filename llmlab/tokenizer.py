@@ -599,8 +599,9 @@ def gpt2_encoding(timeout: float = 3.0):
         try:
             socket.create_connection(("openaipublic.blob.core.windows.net", 443), timeout=timeout).close()
         except OSError as exc:
-            return None, (f"the gpt2 files are not in tiktoken's cache and the network is "
-                          f"unreachable ({type(exc).__name__}); run once online to cache them")
+            return None, (f"tiktoken's GPT-2 vocabulary needs a download (offline): its files "
+                          f"are not in tiktoken's cache and the network is unreachable "
+                          f"({type(exc).__name__}); run once online to cache them")
     try:
         import tiktoken
 

@@ -107,3 +107,98 @@ def test_classifier_step_when_configured():
     steps = {s["step"]: s for s in report["steps"]}
     assert steps["quality_classifier"]["docs_in"] == steps["quality_rules"]["docs_out"]
     assert steps["quality_classifier"]["docs_out"] == len(docs) < steps["quality_rules"]["docs_out"]
+
+
+def test_split_by_url_is_deterministic_disjoint_and_about_half():
+    urls = [f"http://site{i % 7}.example/p/{i}" for i in range(4000)]
+    tune, held = pipeline.split_by_url([{"url": u} for u in urls])
+    t, h = {d["url"] for d in tune}, {d["url"] for d in held}
+    assert not t & h and t | h == set(urls)
+    assert 0.47 < len(h) / len(urls) < 0.53
+    assert [d["url"] for d in pipeline.split_by_url([{"url": u} for u in urls])[1]] == \
+        [d["url"] for d in held]                                        # same split every run
+    assert pipeline.split_by_url([{"url": u} for u in urls], frac=0.2)[1] != held
+    assert len(pipeline.split_by_url([{"url": u} for u in urls], frac=0.0)[1]) == 0
+
+
+def _labelled_docs(n=400, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    good = "The river runs to the sea, and the people of the valley fish and farm with care."
+    docs, bad = [], {}
+    for i in range(n):
+        url = f"http://x.example/{i}"
+        b = rng.random() < 0.3
+        text = " ".join(rng.choice(["Buy", "now", "free"]) for _ in range(rng.randint(1, 12))) \
+            if b else good + " " * rng.randint(0, 3) + rng.choice(["", " It is so."])
+        docs.append({"url": url, "text": text, "is_code": False})
+        bad[url] = b
+    return docs, bad
+
+
+def test_heldout_rules_never_reads_heldout_labels():
+    """Flipping every held-out label leaves the tuned thresholds and the tuned-on score as they
+    were, and changes only the held-out score: the held-out pages were not used for tuning."""
+    docs, bad = _labelled_docs()
+    r = pipeline.heldout_rules(docs, bad)
+    assert set(r["tune_urls"]).isdisjoint(r["heldout_urls"])
+    assert len(r["tune_urls"]) + len(r["heldout_urls"]) == len(docs)
+    assert r["heldout"]["docs"] == len(r["heldout_urls"])
+    flipped = {u: (not b) if u in set(r["heldout_urls"]) else b for u, b in bad.items()}
+    r2 = pipeline.heldout_rules(docs, flipped)
+    assert r2["rules"] == r["rules"] and r2["tuned_on"] == r["tuned_on"]
+    assert r2["heldout"] != r["heldout"]
+    assert r["tuned_on"]["recall"] > 0.9                 # the short spam is found
+
+
+def test_heldout_classifier_threshold_comes_from_the_tune_part():
+    import numpy as np
+
+    docs, bad = _labelled_docs()
+    rng = np.random.default_rng(0)
+    scores = np.array([rng.uniform(0, 0.5) if bad[d["url"]] else rng.uniform(0.3, 1) for d in docs])
+    r = pipeline.heldout_classifier(docs, bad, scores)
+    held = {d["url"] for d in docs if pipeline.is_heldout(d["url"])}
+    flipped = {u: (not b) if u in held else b for u, b in bad.items()}
+    r2 = pipeline.heldout_classifier(docs, flipped, scores)
+    assert r2["threshold"] == r["threshold"] and r2["tuned_on"] == r["tuned_on"]
+    assert r["heldout"]["docs"] == len(held) and 0.3 <= r["threshold"] <= 0.55
+    assert len(r["heldout_curve"]["threshold"]) == len(r["heldout_curve"]["precision"])
+
+
+def test_dedup_vs_world_by_hand():
+    truth = {"a": {"quality": "good", "cluster": 1}, "b": {"quality": "good", "cluster": 1},
+             "c": {"quality": "good", "cluster": 2}, "d": {"quality": "bad", "cluster": 3}}
+    # a, b truly copies; the prediction also joins c to them; d (bad) is ignored
+    r = pipeline.dedup_vs_world(["a", "b", "c", "d"], [0, 0, 0, 0], truth)
+    assert (r["precision"], r["recall"], r["docs"]) == (1 / 3, 1.0, 3)
+
+
+def test_mix_keeps_the_corpus_with_unit_weights_and_counts_epochs():
+    import random
+
+    rng = random.Random(0)
+    docs = [{"source": rng.choice(["wiki", "books", "forum"]), "text": "x" * rng.randint(1, 9),
+             "i": i} for i in range(300)]
+    assert mix.apply_mix(docs, {}) == docs
+    assert mix.apply_mix(docs, {"wiki": 1.0, "books": 1.0}) == docs        # same order too
+    n = Counter(d["source"] for d in docs)
+    for w in (0.0, 0.3, 1.0, 1.5, 3.0):
+        out = mix.apply_mix(docs, {"wiki": w}, seed=1)
+        got = Counter(d["source"] for d in out)
+        assert got["wiki"] == int(w) * n["wiki"] + round((w - int(w)) * n["wiki"])
+        assert got["books"] == n["books"] and got["forum"] == n["forum"]
+    t = mix.mix_table(docs, {"wiki": 2.0})
+    assert t["wiki"]["units_after"] == 2 * t["wiki"]["units"]
+    assert sum(r["share_after"] for r in t.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 0"):
+        mix.apply_mix(docs, {"wiki": -1.0})
+
+
+def test_report_says_what_the_default_mix_did(smoke_run):
+    docs, report, truth = smoke_run
+    m = report["mix"]
+    assert set(m["epochs_by_source"].values()) == {1.0}
+    assert m["what_it_did"].startswith("natural mix")
+    assert m["docs_by_source_after"] == m["docs_by_source_before_mix"]

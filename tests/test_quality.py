@@ -1,6 +1,8 @@
 """Quality rules on crafted inputs, and the hashed n-gram classifier (notebook 01, section 4)."""
 import random
 
+import numpy as np
+
 import pytest
 
 from llmlab.data import quality as q
@@ -83,3 +85,74 @@ def test_classifier_training_improves_and_separates():
     assert s_good.min() > 0.5 > s_bad.max()
     with pytest.raises(ValueError, match="both classes"):
         q.train_classifier(pos, [])
+
+
+def _random_texts(k, seed=0):
+    rng = random.Random(seed)
+    vocab = "the of and to buy cheap river sea people # ... - 123 x1 Antidisestablishment".split()
+    out = []
+    for _ in range(k):
+        lines = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 12)))
+                 + rng.choice(["", ".", "!", "..."]) for _ in range(rng.randint(1, 5))]
+        out.append("\n".join(("- " if rng.random() < 0.2 else "") + l for l in lines))
+    return out
+
+
+def test_failure_matrix_agrees_with_rule_failures():
+    """The vectorised checker names exactly the rules the one-text oracle names, for random
+    texts and random thresholds, code or not."""
+    rng = random.Random(1)
+    texts = _random_texts(150)
+    is_code = [rng.random() < 0.2 for _ in texts]
+    table = q.value_table([q.rule_values(t) for t in texts])
+    for _ in range(5):
+        rules = q.QualityRules(min_words=rng.randint(0, 12), min_stop_words=rng.randint(0, 3),
+                               max_top_2gram=rng.random(), max_dup_5gram=rng.random())
+        m = q.failure_matrix(table, is_code, rules)
+        for i, t in enumerate(texts):
+            names = [r for r, f in zip(q.RULE_ORDER, m[i]) if f]
+            assert names == q.rule_failures(t, rules, is_code[i])
+
+
+def test_tune_rules_by_hand_and_never_worse_than_any_grid_point():
+    short_bad = ["Buy now.", "Click here now.", "Free deal."]
+    good = [PROSE, "The sea is near the town, and people like to swim in it."]
+    texts = short_bad + good
+    is_bad = [True] * 3 + [False] * 2
+    table = q.value_table([q.rule_values(t) for t in texts])
+    grid = {"min_words": (50, 8, 1), "min_stop_words": (2, 0)}
+    rules, prf = q.tune_rules(table, [False] * 5, is_bad, grid=grid)
+    # Gopher's 50 words removes the good ones too; 8 removes exactly the three short pages
+    assert (rules.min_words, prf["precision"], prf["recall"]) == (8, 1.0, 1.0)
+    # property: the chosen F1 is the best over the grid
+    for mw in grid["min_words"]:
+        for ms in grid["min_stop_words"]:
+            r = q.removal_prf(q.failure_matrix(
+                table, [False] * 5, q.QualityRules(min_words=mw, min_stop_words=ms)).any(1), is_bad)
+            f1 = 2 * r["precision"] * r["recall"] / max(r["precision"] + r["recall"], 1e-12)
+            assert f1 <= prf["f1"] + 1e-12
+
+
+def test_wilson_interval_by_hand_and_properties():
+    lo, hi = q.wilson_interval(8, 10)               # Wilson (1927); tables give 0.490-0.943
+    assert (round(lo, 3), round(hi, 3)) == (0.49, 0.943)
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 500)
+        k = rng.randint(0, n)
+        lo, hi = q.wilson_interval(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
+        lo4, hi4 = q.wilson_interval(4 * k, 4 * n)  # more data, same rate: a narrower interval
+        assert hi4 - lo4 < hi - lo
+    assert q.format_rate(9, 10) == "0.90 (95% CI 0.60-0.98, n=10)"
+
+
+def test_pr_curve_and_best_threshold():
+    rng = random.Random(2)
+    scores = [rng.random() for _ in range(300)]
+    is_bad = [s < 0.3 if rng.random() < 0.9 else s > 0.7 for s in scores]
+    c = q.pr_curve(scores, is_bad)
+    assert (np.diff(c["recall"]) >= 0).all()        # removing more never finds fewer bad ones
+    assert c["recall"][-1] == 1.0 and c["recall"][0] == 0.0
+    th = q.best_threshold(scores, is_bad)
+    assert 0.25 < th < 0.35                          # the bad ones mostly sit below 0.3

@@ -3,8 +3,9 @@
 Cleaning changes the mix: filters remove far more web text than encyclopedia text. Training
 runs then choose *mixing weights* on purpose (GPT-3 saw its Wikipedia 3.4 times per epoch of
 the crawl, Brown et al. 2020, table 2.2). Here: the shares before and after cleaning
-(:func:`source_shares`), and sampling documents by source weight (:func:`sample_by_weight`,
-:func:`apply_mix`).
+(:func:`source_shares`), and two ways to apply weights per source: drawing documents with
+probability by source weight (:func:`sample_by_weight`), and showing each source a set number of
+epochs (:func:`apply_mix`, what the pipeline runs; :func:`mix_table` says what it changed).
 """
 from __future__ import annotations
 
@@ -45,18 +46,67 @@ def sample_by_weight(docs: list[dict], weights: dict, n: int, seed: int = 0) -> 
     return [docs[i] for i in idx]
 
 
-def apply_mix(docs: list[dict], weights: dict, seed: int = 0) -> list[dict]:
-    """Repeat each source's documents ``weight`` times (fractions by sampling without
-    replacement): the "epochs per source" view of a mix. Empty ``weights`` keeps ``docs``."""
-    if not weights:
-        return list(docs)
+def copies_per_doc(docs: list[dict], weights: dict, seed: int = 0) -> np.ndarray:
+    """How many times each document appears in the mixed corpus, shape (N,).
+
+    A source's weight is its *epochs*: with weight w every document of the source appears
+    int(w) times, and a random round(frac(w)·N_s) of them once more (sampled without
+    replacement, so fractions are exact per source). A source missing from ``weights``
+    gets 1.0: the natural mix, every document once.
+
+    >>> docs = [{"source": "wiki"}, {"source": "web"}, {"source": "web"}]
+    >>> copies_per_doc(docs, {"wiki": 3.0, "web": 0.5}).tolist()   # one of the 2 web pages, seeded
+    [3, 0, 1]
+    """
     rng = np.random.default_rng(seed)
-    out = []
+    copies = np.zeros(len(docs), dtype=np.int64)
     for s in dict.fromkeys(d["source"] for d in docs):
-        group = [d for d in docs if d["source"] == s]
+        idx = np.array([i for i, d in enumerate(docs) if d["source"] == s])
         w = float(weights.get(s, 1.0))
+        if w < 0:
+            raise ValueError(f"mix weight of {s!r} is {w}; weights are epochs, at least 0")
         whole, frac = int(w), w - int(w)
-        out += group * whole
-        k = int(round(frac * len(group)))
-        out += [group[i] for i in sorted(rng.choice(len(group), size=k, replace=False))]
+        copies[idx] = whole
+        k = int(round(frac * len(idx)))
+        if k:
+            copies[np.sort(rng.choice(idx, size=k, replace=False))] += 1
+    return copies
+
+
+def apply_mix(docs: list[dict], weights: dict, seed: int = 0) -> list[dict]:
+    """The mixed corpus: each document :func:`copies_per_doc` times, as successive passes
+    (pass k holds, in corpus order, every document with more than k copies).
+
+    The "epochs per source" view of a mix (GPT-3's table 2.2): weight 2 shows a source twice
+    per pass over the corpus, 0.5 shows half of it. With every weight 1 (or ``weights`` empty)
+    the output is ``docs`` itself, in the same order.
+    """
+    copies = copies_per_doc(docs, weights, seed)
+    out = []
+    for k in range(int(copies.max()) if len(docs) else 0):
+        out += [d for d, c in zip(docs, copies) if c > k]
+    return out
+
+
+def mix_table(docs: list[dict], weights: dict, count=None, seed: int = 0) -> dict:
+    """What a mix does to each source: documents and units (``count(text)``; bytes by default,
+    tokens with a tokenizer's length) before and after, the epochs and the shares of units.
+
+    >>> docs = [{"source": "wiki", "text": "ab"}, {"source": "web", "text": "abcdef"}]
+    >>> t = mix_table(docs, {"wiki": 2.0})
+    >>> t["wiki"]["units_after"], round(t["wiki"]["share_after"], 2), t["web"]["epochs"]
+    (4, 0.4, 1.0)
+    """
+    count = count or (lambda t: len(t.encode("utf-8")))
+    copies = copies_per_doc(docs, weights, seed)
+    units = np.array([count(d["text"]) for d in docs], dtype=np.int64)
+    total_b, total_a = units.sum(), (units * copies).sum()
+    out = {}
+    for s in [s for s in SOURCES if any(d["source"] == s for d in docs)] + \
+            sorted({d["source"] for d in docs} - set(SOURCES)):
+        m = np.array([d["source"] == s for d in docs])
+        ub, ua = int(units[m].sum()), int((units[m] * copies[m]).sum())
+        out[s] = {"docs": int(m.sum()), "units": ub, "share_before": float(ub / total_b) if total_b else 0.0,
+                  "epochs": float(weights.get(s, 1.0)), "docs_after": int(copies[m].sum()),
+                  "units_after": ua, "share_after": float(ua / total_a) if total_a else 0.0}
     return out

@@ -8,7 +8,8 @@ each step keeps:
 3. **exact dedup**: a hash of the normalised text (:func:`llmlab.data.dedup.exact_dedup`);
 4. **near dedup**: MinHash + LSH + confirmation + clusters (:func:`llmlab.data.dedup.near_dedup`);
 5. **quality**: the rules (:mod:`llmlab.data.quality`), and the classifier if configured;
-6. **mix**: mixing weights per source (:mod:`llmlab.data.mix`).
+6. **mix**: epochs per source (:mod:`llmlab.data.mix`); the default, no weights, is the
+   natural mix (every document once), and the report says so.
 
 With the world's ground truth it also measures itself: extraction F1, duplicate-pair precision
 and recall against the world's duplicate clusters, and the quality filter's precision and recall
@@ -23,6 +24,7 @@ import io
 import json
 import random
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,89 @@ def rules_from_config(cfg: DataConfig) -> quality.QualityRules:
     """The quality thresholds the pipeline uses: Gopher's, with ``cfg``'s tuned values."""
     return quality.QualityRules(min_words=cfg.min_words, min_stop_words=cfg.min_stop_words,
                                 max_top_2gram=cfg.max_top_2gram, max_dup_5gram=cfg.max_dup_5gram)
+
+
+HELDOUT_FRAC = 0.5   # share of the crawl's pages held out from every threshold tuned on labels
+
+
+def is_heldout(url: str, frac: float = HELDOUT_FRAC) -> bool:
+    """Whether a page is in the held-out part of the crawl: a hash of its URL, not its content.
+
+    Deterministic (the same URL is always on the same side, in every preset and run) and
+    independent of the page's kind or quality, so each part is a random-like sample.
+
+    >>> is_heldout("http://wiki.example/wiki/Falk_Vorka"), is_heldout("x", 0.0), is_heldout("x", 1.0)
+    (False, False, True)
+    """
+    return zlib.crc32(f"heldout:{url}".encode("utf-8")) / 2 ** 32 < frac
+
+
+def split_by_url(items: list, frac: float = HELDOUT_FRAC, key=lambda d: d["url"]) -> tuple[list, list]:
+    """``(tune, heldout)``: the items whose URL is not held out, and those that are (order kept).
+
+    Thresholds are tuned on ``tune`` and reported on ``heldout`` (notebook 01, sections 2 and 4).
+    """
+    tune, held = [], []
+    for x in items:
+        (held if is_heldout(key(x), frac) else tune).append(x)
+    return tune, held
+
+
+def heldout_rules(docs: list[dict], is_bad: dict, frac: float = HELDOUT_FRAC,
+                  grid: dict = quality.TUNE_GRID) -> dict:
+    """Quality thresholds tuned on one part of ``docs`` and scored on the other.
+
+    1) split by URL (:func:`split_by_url`); 2) :func:`quality.tune_rules` on the tune part only
+    (``is_bad`` maps a URL to its label; held-out labels are never read before step 3);
+    3) the tuned rules' removal precision and recall on each part. Docs need ``url``, ``text``
+    and ``is_code``. Returns ``{"rules", "tuned_on", "heldout", "tune_urls", "heldout_urls"}``,
+    each score a :func:`quality.removal_prf` dict with its number of documents.
+    """
+    tune, held = split_by_url(docs, frac)
+    tables = {k: quality.value_table([quality.rule_values(d["text"]) for d in part])
+              for k, part in (("tune", tune), ("held", held))}
+    rules, _ = quality.tune_rules(tables["tune"], [d["is_code"] for d in tune],
+                                  [is_bad[d["url"]] for d in tune], grid=grid)
+    out = {"rules": rules, "tune_urls": [d["url"] for d in tune],
+           "heldout_urls": [d["url"] for d in held]}
+    for key, part, table in (("tuned_on", tune, tables["tune"]), ("heldout", held, tables["held"])):
+        removed = quality.failure_matrix(table, [d["is_code"] for d in part], rules).any(axis=1)
+        out[key] = quality.removal_prf(removed, [is_bad[d["url"]] for d in part]) | {"docs": len(part)}
+    return out
+
+
+def heldout_classifier(docs: list[dict], is_bad: dict, scores, frac: float = HELDOUT_FRAC) -> dict:
+    """A classifier's removal threshold chosen on one part of ``docs``, scored on the other.
+
+    ``scores`` (N,) are P(reference-like) for ``docs`` (the classifier is trained on sources,
+    not on quality labels, so it may see every document). 1) split by URL; 2)
+    :func:`quality.best_threshold` on the tune part; 3) precision and recall of "remove below
+    it" on each part, and the held-out part's precision-recall curve.
+    """
+    scores = np.asarray(scores, dtype=float)
+    held_mask = np.array([is_heldout(d["url"], frac) for d in docs], dtype=bool)
+    bad = np.array([is_bad[d["url"]] for d in docs], dtype=bool)
+    th = quality.best_threshold(scores[~held_mask], bad[~held_mask])
+    out = {"threshold": th}
+    for key, m in (("tuned_on", ~held_mask), ("heldout", held_mask)):
+        out[key] = quality.removal_prf(scores[m] < th, bad[m]) | {"docs": int(m.sum())}
+    out["heldout_curve"] = quality.pr_curve(scores[held_mask], bad[held_mask])
+    return out
+
+
+def dedup_vs_world(urls: list[str], labels, truth_by_url: dict) -> dict:
+    """Duplicate-pair precision and recall of predicted cluster ``labels`` against the world's
+    duplicate clusters, over the good pages among ``urls`` (bad pages have no true copies).
+
+    Which documents are passed decides what is measured: all extracted documents with the
+    exact and near-dup clusters together is the whole dedup (what :func:`clean_crawl`
+    reports); the documents left after exact dedup with the near-dup labels is the near-dup
+    step alone, which has no exact mirrors left to find.
+    """
+    good = [i for i, u in enumerate(urls) if truth_by_url[u]["quality"] == "good"]
+    pred = dedup.cluster_pairs([labels[i] for i in good])
+    true = dedup.cluster_pairs([truth_by_url[urls[i]]["cluster"] for i in good])
+    return dedup.pair_prf(pred, true) | {"docs": len(good)}
 
 
 def _source_of(url: str, truth: dict | None) -> tuple[str, str]:
@@ -113,10 +198,9 @@ def clean_crawl(warc_path: str | Path, cfg: DataConfig = DataConfig(),
         # duplicate clusters over all extracted docs: exact group, then near-dup cluster
         near_of = {keep[i]: keep[int(nd.labels[i])] for i in range(len(keep))}
         labels = [near_of[int(exact_label[i])] for i in range(len(docs))]
-        good = [i for i, d in enumerate(docs) if truth_by_url[d["url"]]["quality"] == "good"]
-        pred = dedup.cluster_pairs([labels[i] for i in good])
-        true = dedup.cluster_pairs([truth_by_url[docs[i]["url"]]["cluster"] for i in good])
-        report["dedup"]["vs_world_clusters"] = dedup.pair_prf(pred, true)
+        # exact + near dedup together, on every extracted document (mirrors included)
+        report["dedup"]["vs_world_clusters"] = dedup_vs_world(
+            [d["url"] for d in docs], labels, truth_by_url)
         kept_clusters = _count(truth_by_url[d["url"]]["cluster"] for d in after_near
                                if truth_by_url[d["url"]]["quality"] == "good")
         report["dedup"]["world_clusters_with_copies_left"] = sum(n > 1 for n in kept_clusters.values())
@@ -142,10 +226,18 @@ def clean_crawl(warc_path: str | Path, cfg: DataConfig = DataConfig(),
             [d["url"] not in kept for d in after_near], is_bad)
     # 6) mix
     t0 = time.perf_counter()
-    out = mix.apply_mix(after_quality, dict(cfg.mix_weights))
+    weights = dict(cfg.mix_weights)
+    out = mix.apply_mix(after_quality, weights)
     step("mix", len(after_quality), len(out), t0)
-    report["mix"] = {"before": mix.source_shares(docs), "after": mix.source_shares(out),
-                     "docs_by_source_after": _count(d["source"] for d in out)}
+    epochs = {s: float(weights.get(s, 1.0)) for s in _count(d["source"] for d in after_quality)}
+    natural = all(w == 1.0 for w in epochs.values())
+    report["mix"] = {"before": mix.source_shares(docs), "before_mix": mix.source_shares(after_quality),
+                     "after": mix.source_shares(out), "epochs_by_source": epochs,
+                     "docs_by_source_before_mix": _count(d["source"] for d in after_quality),
+                     "docs_by_source_after": _count(d["source"] for d in out),
+                     "what_it_did": "natural mix: every source weight 1.0, each document kept once, "
+                                    "order unchanged" if natural else
+                                    "weighted: each source repeated or subsampled to its epochs"}
     report["steps"] = steps
     report["seconds"] = timing | {"total": round(time.perf_counter() - t_all, 3)}
     report["retained_frac"] = round(len(out) / max(len(pages), 1), 4)

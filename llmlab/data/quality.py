@@ -180,7 +180,10 @@ RULE_ORDER = ("min_words", "max_words", "mean_word_len", "symbol_ratio", "ellips
 
 
 def rule_failures(text: str, rules: QualityRules = QualityRules(), is_code: bool = False) -> list:
-    """The names of the rules ``text`` breaks (empty list: it passes), in :data:`RULE_ORDER`."""
+    """The names of the rules ``text`` breaks (empty list: it passes), in :data:`RULE_ORDER`.
+
+    This is the oracle for :func:`failure_matrix`, which checks many documents at once.
+    """
     v = rule_values(text)
     fails = {
         "min_words": v["words"] < rules.min_words,
@@ -198,6 +201,88 @@ def rule_failures(text: str, rules: QualityRules = QualityRules(), is_code: bool
     }
     return [name for name in RULE_ORDER if fails[name]
             and not (is_code and name in rules.code_exempt)]
+
+
+def value_table(values: list[dict]) -> dict:
+    """Column arrays of many :func:`rule_values` dicts: ``{statistic: array (N,)}``."""
+    keys = values[0].keys() if values else rule_values("").keys()
+    return {k: np.array([v[k] for v in values], dtype=float) for k in keys}
+
+
+def failure_matrix(table: dict, is_code, rules: QualityRules = QualityRules()) -> np.ndarray:
+    """Which rule each document breaks, for many documents at once: bool (N, len(RULE_ORDER)).
+
+    ``table`` from :func:`value_table`. Unlike :func:`rule_failures` (one text, a list of
+    names), every comparison is one numpy operation over all documents, so a grid of
+    thresholds can be scored quickly (:func:`tune_rules`). Row ``i`` is true exactly where
+    ``rule_failures`` of document ``i`` names the rule.
+    """
+    t, code = table, np.asarray(is_code, dtype=bool)
+    cols = {
+        "min_words": t["words"] < rules.min_words,
+        "max_words": t["words"] > rules.max_words,
+        "mean_word_len": (t["mean_word_len"] < rules.min_mean_word_len)
+        | (t["mean_word_len"] > rules.max_mean_word_len),
+        "symbol_ratio": t["symbol_ratio"] > rules.max_symbol_ratio,
+        "ellipsis_lines": t["ellipsis_lines"] > rules.max_ellipsis_lines,
+        "bullet_lines": t["bullet_lines"] > rules.max_bullet_lines,
+        "alpha_words": t["alpha_words"] < rules.min_alpha_words,
+        "stop_words": t["stop_words"] < rules.min_stop_words,
+        "terminal_punct": t["terminal_punct"] < rules.min_terminal_lines,
+        "dup_lines": t["dup_lines"] > rules.max_dup_lines,
+        "top_2gram": t["top_2gram"] > rules.max_top_2gram,
+        "dup_5gram": t["dup_5gram"] > rules.max_dup_5gram,
+    }
+    return np.stack([cols[r] & ~(code & (r in rules.code_exempt)) for r in RULE_ORDER], axis=1)
+
+
+# the thresholds tune_rules searches, each listed from Gopher's value outward (ties keep the
+# first, so the search moves away from Gopher's value only where that removes better)
+TUNE_GRID = {
+    "min_words": (50, 30, 20, 12, 8, 5),
+    "min_stop_words": (2, 1, 0),
+    "max_top_2gram": (0.2, 0.3, 0.4, 0.5, 0.6),
+    "max_dup_5gram": (0.15, 0.3, 0.45, 0.6),
+}
+
+
+def tune_rules(table: dict, is_code, is_bad, base: QualityRules = QualityRules(),
+               grid: dict = TUNE_GRID) -> tuple[QualityRules, dict]:
+    """The thresholds in ``grid`` whose removals best match the labels: highest F1 at finding
+    bad documents (removing = predicting bad), ties to the earliest in grid order.
+
+    1) every combination of the grid's values (the other thresholds stay ``base``'s);
+    2) the documents it removes (:func:`failure_matrix`); 3) precision, recall and F1 against
+    ``is_bad``; 4) the best. Returns ``(rules, removal_prf of the best on these documents)``.
+    The score on the documents it was tuned on is optimistic by construction: report the
+    tuned rules on documents they were not tuned on (notebook 01, section 4).
+
+    >>> t = value_table([rule_values("a b c"),
+    ...                  rule_values("The river runs to the sea and people fish there.")])
+    >>> rules, prf = tune_rules(t, [False, False], [True, False], grid={"min_words": (20, 5)})
+    >>> rules.min_words, prf["precision"], prf["recall"]
+    (5, 1.0, 1.0)
+    """
+    import itertools
+
+    is_bad = np.asarray(is_bad, dtype=bool)
+    names = list(grid)
+    best, best_key = None, None
+    for combo in itertools.product(*(grid[n] for n in names)):
+        rules = _replace(base, **dict(zip(names, combo)))
+        removed = failure_matrix(table, is_code, rules).any(axis=1)
+        prf = removal_prf(removed, is_bad)
+        p, r = prf["precision"], prf["recall"]
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        if best_key is None or f1 > best_key:
+            best, best_key = (rules, prf | {"f1": f1}), f1
+    return best
+
+
+def _replace(rules: QualityRules, **kw) -> QualityRules:
+    from dataclasses import replace
+
+    return replace(rules, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,5 +405,64 @@ def removal_prf(removed: list[bool], is_bad: list[bool]) -> dict:
             "bad": int(is_bad.sum()), "tp": tp}
 
 
-__all__ = ["QualityRules", "rule_values", "rule_failures", "train_classifier", "removal_prf",
-           "hashed_ngrams", "HashedNgramClassifier", "asdict"]
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a rate of ``k`` successes in ``n`` trials (95% for z = 1.96).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at k = 0 or k = n.
+
+    >>> [round(x, 3) for x in wilson_interval(10, 10)]
+    [0.722, 1.0]
+    >>> wilson_interval(0, 0)
+    (0.0, 1.0)
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+
+
+def format_rate(k: int, n: int) -> str:
+    """A rate as a paper's table writes it: ``format_rate(9, 10) -> '0.90 (95% CI 0.60-0.98, n=10)'``."""
+    lo, hi = wilson_interval(k, n)
+    return f"{k / n if n else float('nan'):.2f} (95% CI {lo:.2f}-{hi:.2f}, n={n})"
+
+
+def pr_curve(scores, is_bad) -> dict:
+    """Precision and recall of "remove every document scoring below t" for every useful t.
+
+    Thresholds are the distinct scores plus one above the maximum (remove everything);
+    arrays of equal length, thresholds increasing.
+
+    >>> c = pr_curve([0.1, 0.4, 0.8], [True, False, False])
+    >>> c["threshold"].tolist(), c["precision"].tolist(), c["recall"].tolist()
+    ([0.1, 0.4, 0.8, 1.8], [1.0, 1.0, 0.5, 0.3333333333333333], [0.0, 1.0, 1.0, 1.0])
+    """
+    scores, is_bad = np.asarray(scores, float), np.asarray(is_bad, bool)
+    ts = np.unique(np.append(scores, scores.max() + 1.0 if len(scores) else 1.0))
+    prec, rec = [], []
+    for t in ts:
+        r = removal_prf(scores < t, is_bad)
+        prec.append(r["precision"])
+        rec.append(r["recall"])
+    return {"threshold": ts, "precision": np.array(prec), "recall": np.array(rec)}
+
+
+def best_threshold(scores, is_bad) -> float:
+    """The threshold of :func:`pr_curve` with the highest F1 (ties: the lowest threshold).
+
+    >>> best_threshold([0.1, 0.4, 0.8], [True, False, False])
+    0.4
+    """
+    c = pr_curve(scores, is_bad)
+    p, r = c["precision"], c["recall"]
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    return float(c["threshold"][int(np.argmax(f1))])
+
+
+__all__ = ["QualityRules", "rule_values", "rule_failures", "value_table", "failure_matrix",
+           "tune_rules", "TUNE_GRID", "train_classifier", "removal_prf", "pr_curve",
+           "best_threshold", "wilson_interval", "format_rate", "hashed_ngrams",
+           "HashedNgramClassifier", "asdict"]
