@@ -309,23 +309,30 @@ def record_to_messages(rec, where: str) -> list[dict]:
 
 
 def load_instructions(path: str | Path) -> list[dict]:
-    """Read an Alpaca- or Dolly-style file: a JSON array (``.json``) or JSON lines (``.jsonl``).
+    """Read an Alpaca- or Dolly-style file: a JSON array of records, or JSON lines.
 
-    Returns ``[{"kind": "file", "messages": [...]}]``. A malformed record raises
+    The format is decided by the content, not the file name: a file whose first character
+    (after an optional UTF-8 byte-order mark and whitespace) is ``[`` is a JSON array, anything
+    else one JSON record per line. Lines are split on ``\n`` only: U+2028, U+2029 and U+0085
+    are legal inside JSON strings and stay part of the record (``str.splitlines`` would cut
+    there). Returns ``[{"kind": "file", "messages": [...]}]``. A malformed record raises
     :class:`InstructionFormatError` naming the file and the line the record starts on.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")      # utf-8-sig: drops a byte-order mark
     out = []
-    if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
+    i = _skip_ws(text, 0)
+    if i >= len(text) or text[i] != "[":
+        for lineno, line in enumerate(text.split("\n"), 1):
+            if not line.strip(" \t\r"):
                 continue
             where = f"{path.name}, line {lineno}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InstructionFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+                raise InstructionFormatError(f"{where}: not valid JSON ({exc.msg}); expected "
+                                             f"a JSON array of records or one record per line"
+                                             ) from None
             out.append({"kind": "file", "messages": record_to_messages(rec, where)})
         return out
     # a JSON array: decode one element at a time so an error can name the element's line
@@ -334,10 +341,6 @@ def load_instructions(path: str | Path) -> list[dict]:
     def line_of(pos):
         return text.count("\n", 0, pos) + 1
 
-    i = _skip_ws(text, 0)
-    if i >= len(text) or text[i] != "[":
-        raise InstructionFormatError(f"{path.name}, line {line_of(i)}: expected a JSON array "
-                                     f"of records ('[' ...), or use a .jsonl file")
     i = _skip_ws(text, i + 1)
     if i < len(text) and text[i] == "]":
         return out

@@ -14,7 +14,9 @@ accumulation and clipping, mixed precision per ``llmlab.device``'s rules, period
 :func:`load_checkpoint`), tokens per second and MFU, optional ``torch.compile``, and
 DistributedDataParallel when launched with ``torchrun`` (section "Beyond one machine")::
 
-    torchrun --nproc_per_node=2 -m llmlab.train --preset smoke --train-bin train.bin --val-bin val.bin
+    torchrun --nproc_per_node=2 -m llmlab train --preset smoke --train-bin train.bin --val-bin val.bin
+
+(the command line lives in ``llmlab/__main__.py``).
 
 Batches: every process draws the same *global* micro-batch of ``batch_size * world_size``
 windows from one seeded generator and keeps its own slice, so N processes with ``batch_size=b``
@@ -22,10 +24,8 @@ see exactly the batches one process with ``batch_size=N*b`` sees.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import json
 import math
 import os
 import time
@@ -287,8 +287,13 @@ def bytes_of_tokens(tokenizer, ids) -> int:
 
 @lru_cache(maxsize=None)
 def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """This CPU's fp32 matmul throughput in FLOP/s (best of ``repeats`` n x n products)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    """This CPU's fp32 matmul throughput in FLOP/s (best of ``repeats`` n x n products).
+
+    Its operands come from a generator of their own: measuring never moves the global random
+    state (the first :func:`train` of a process would otherwise draw other dropout masks
+    than the second)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     for _ in range(2):
         a @ b
     best = float("inf")
@@ -458,6 +463,7 @@ class TrainResult:
     tokens: int = 0                                   # training tokens seen in total
     precision: str = "fp32"                           # fp32, bf16 or fp16
     world_size: int = 1                               # processes (DDP)
+    stopped_early: bool = False                       # the callback stopped the run
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -477,7 +483,10 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
       next-token prediction). The loop owns everything else: precision, scaler, accumulation,
       clipping, schedule, resume, DDP.
     - ``callback(step, info)`` after every step; ``info`` has ``loss``, ``lr`` and, on
-      evaluation steps, ``val_loss``. The notebook's live loss plot is one.
+      evaluation steps, ``val_loss``. The notebook's live loss plot is one. A callback that
+      returns ``False`` or raises ``StopIteration`` stops the run cleanly after that step:
+      the checkpoint is written (so ``resume=True`` continues from it) and the result says
+      ``stopped_early``.
     - ``checkpoint_path``: written at every evaluation and at the end; with ``resume=True``
       training continues from it exactly as an uninterrupted run would (weights, optimiser,
       step, batch order and random state are all restored).
@@ -605,8 +614,9 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{info['val_loss']:.3f}"}
                                                         if "val_loss" in info else {}))
-        if callback is not None and d.master:
-            callback(step, info)
+        if callback is not None and _callback_stops(callback, step, info, d, device):
+            result.stopped_early = True
+            break
     if bar is not None:
         bar.close()
     if result.val_losses[-1][0] != step:
@@ -616,6 +626,24 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
     result.mfu = mfu(flops_tok, result.tokens_per_sec / d.world_size, peak)
     result.wall_seconds = time.perf_counter() - t_start
     return result
+
+
+def _callback_stops(callback: Callable, step: int, info: dict, d: Dist, device) -> bool:
+    """Run the callback (on rank 0) and say whether it asked to stop: it returned ``False``
+    or raised ``StopIteration``. Under DDP every process learns rank 0's answer."""
+    stop = False
+    if d.master:
+        try:
+            stop = callback(step, info) is False
+        except StopIteration:
+            stop = True
+    if d.enabled:
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(stop)], device=device)
+        dist.broadcast(flag, src=0)
+        stop = bool(flag.item())
+    return stop
 
 
 def check_finite(loss: torch.Tensor, step: int, micro: int) -> None:
@@ -678,57 +706,3 @@ class LossPlot:
             self.handle = display(self.fig, display_id=True)
         else:
             self.handle.update(self.fig)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line (what torchrun launches)
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv=None) -> int:
-    """``python -m llmlab.train`` or ``torchrun --nproc_per_node=N -m llmlab.train``."""
-    from .config import get_preset
-
-    ap = argparse.ArgumentParser(description="Pretrain llmlab's GPT (notebook 02).")
-    ap.add_argument("--preset", default=None, help="smoke, cpu or gpu")
-    ap.add_argument("--train-bin", help="uint16 token file (default: the preset's train.bin)")
-    ap.add_argument("--val-bin", help="uint16 token file (default: the preset's val.bin)")
-    ap.add_argument("--max-steps", type=int, help="override TrainConfig.max_steps")
-    ap.add_argument("--batch-size", type=int, help="override TrainConfig.batch_size (per process)")
-    ap.add_argument("--grad-accum", type=int, help="override TrainConfig.grad_accum")
-    ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
-    ap.add_argument("--out", help="write the TrainResult here as JSON (rank 0)")
-    ap.add_argument("--checkpoint", help="checkpoint path (rank 0 writes it)")
-    args = ap.parse_args(argv)
-    p = get_preset(args.preset)
-    overrides = {k: v for k, v in {"max_steps": args.max_steps, "batch_size": args.batch_size,
-                                   "grad_accum": args.grad_accum}.items() if v is not None}
-    cfg = dataclasses.replace(p.train, **overrides)
-    if args.train_bin:
-        train_data = packing.load_tokens(Path(args.train_bin))
-        val_data = packing.load_tokens(Path(args.val_bin or args.train_bin))
-    else:
-        from . import stages
-
-        tok = stages.get_tokens(p)
-        train_data = packing.load_tokens(tok.file("train.bin"))
-        val_data = packing.load_tokens(tok.file("val.bin"))
-    seed_everything(cfg.seed)
-    model = GPT(p.model)
-    res = train(model, train_data, val_data, cfg, device=args.device,
-                checkpoint_path=Path(args.checkpoint) if args.checkpoint else None)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"steps {res.steps} | final train loss {res.train_losses[-1]:.4f} | "
-              f"val loss {res.val_losses[-1][1]:.4f} | {res.tokens_per_sec:,.0f} tok/s")
-        if args.out:
-            Path(args.out).write_text(json.dumps(res.to_dict()))
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()              # no process tears down while another still talks to it
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

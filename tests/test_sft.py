@@ -297,6 +297,32 @@ def test_load_alpaca_json_and_dolly_jsonl(tmp_path):
     assert sft.load_instructions(tmp_path / "e.json") == []
 
 
+LINE_SEPARATORS = "\u2028\u2029\u0085"   # legal inside JSON strings; str.splitlines cuts there
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    recs = [{"instruction": f"Say {c!r}.", "output": f"a{c}b"} for c in LINE_SEPARATORS]
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\n"
+    (tmp_path / "u.jsonl").write_text(text, encoding="utf-8")
+    got = sft.load_instructions(tmp_path / "u.jsonl")
+    assert [g["messages"][1]["content"] for g in got] == [f"a{c}b" for c in LINE_SEPARATORS]
+    # the same records as a JSON array: the same conversations
+    (tmp_path / "u.json").write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
+    assert sft.load_instructions(tmp_path / "u.json") == got
+
+
+def test_format_comes_from_the_content_and_a_bom_is_accepted(tmp_path):
+    rec = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    want = [{"role": "user", "content": "Add.\n\n2 and 3"}, {"role": "assistant", "content": "5"}]
+    files = {"lines.json": json.dumps(rec) + "\r\n" + json.dumps(rec) + "\r\n",   # JSONL named .json
+             "array.jsonl": json.dumps([rec, rec], indent=1),                       # array named .jsonl
+             "data.txt": json.dumps(rec) + "\n" + json.dumps(rec)}                 # no newline at the end
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))     # UTF-8 BOM
+        got = sft.load_instructions(tmp_path / name)
+        assert [g["messages"] for g in got] == [want, want], name
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b"}\n'
                   '{"instruction": "a", "output": \n', r"bad\.jsonl, line 3: not valid JSON"),
@@ -304,12 +330,12 @@ def test_load_alpaca_json_and_dolly_jsonl(tmp_path):
      r"miss\.jsonl, line 3: a record needs 'instruction' and 'output'"),
     ("type.jsonl", '{"instruction": "a", "output": 5}\n', r"type\.jsonl, line 1: field 'output' must be a string"),
     ("empty.jsonl", '{"instruction": " ", "response": "x"}\n', r"empty\.jsonl, line 1: field 'instruction' is empty"),
-    ("list.jsonl", '[1, 2]\n', r"list\.jsonl, line 1: expected a JSON object, got list"),
+    ("list.jsonl", '[1, 2]\n', r"list\.jsonl, line 1: expected a JSON object, got int"),
     ("arr.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "a",\n'
                  '   "input": "c"}\n]\n', r"arr\.json, line 3: a record needs"),
     ("syntax.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "a" "output": "b"}\n]',
      r"syntax\.json, line 3: not valid JSON"),
-    ("obj.json", '{"instruction": "a", "output": "b"}', r"obj\.json, line 1: expected a JSON array"),
+    ("obj.json", '{\n  "instruction": "a",\n  "output": "b"\n}', r"obj\.json, line 1: not valid JSON"),
     ("comma.json", '[{"instruction": "a", "output": "b"}\n {"instruction": "a", "output": "b"}]',
      r"comma\.json, line 2: expected ',' or '\]'"),
 ])

@@ -184,3 +184,43 @@ def test_loss_over_covers_every_token_once():
     from llmlab.train import bits_per_byte, loss_over
     assert loss_over(m, data, batch_size=1) == pytest.approx(total / 36, rel=1e-5)
     assert bits_per_byte(math.log(2), 100, 400) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("how", ["return False", "raise StopIteration"])
+def test_callback_stops_the_run_cleanly_with_a_checkpoint(tmp_path, how):
+    data = pattern_tokens(5_000)
+    cfg = TrainConfig(batch_size=4, max_steps=10, warmup_steps=1, eval_every=100, eval_batches=1)
+    seen = []
+
+    def callback(step, info):
+        seen.append(step)
+        if step == 3:
+            if how == "raise StopIteration":
+                raise StopIteration
+            return False
+        return None                     # None (the usual return) never stops a run
+
+    seed_everything(0)
+    ck = tmp_path / "ckpt.pt"
+    res = train(GPT(CFG), data, data, cfg, device="cpu", callback=callback, checkpoint_path=ck)
+    assert seen == [1, 2, 3] and res.steps == 3 and res.stopped_early
+    assert len(res.train_losses) == 3
+    _, ckpt = load_checkpoint(ck)
+    assert ckpt["state"]["step"] == 3                       # resumable from where it stopped
+    seed_everything(0)
+    full = train(GPT(CFG), data, data, cfg, device="cpu")
+    resumed = train(GPT(CFG), data, data, cfg, device="cpu", checkpoint_path=ck, resume=True)
+    assert not full.stopped_early and resumed.steps == 10
+    assert resumed.train_losses == full.train_losses
+
+
+def test_command_line_user_error_is_one_line_exit_2(capsys):
+    from llmlab.__main__ import main
+
+    assert main(["train", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown preset 'nope'" in err and "Traceback" not in err
+    assert main(["train", "--preset", "smoke", "--train-bin", "/nonexistent/train.bin"]) == 2
+    assert "no token file at /nonexistent/train.bin" in capsys.readouterr().err
+    assert main(["fly"]) == 2
+    assert "expected a command (train)" in capsys.readouterr().err
