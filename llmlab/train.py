@@ -447,6 +447,31 @@ def _all_mean(value: float, d: Dist, device) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def train_simple(model: nn.Module, train_data, steps: int, lr: float = 1e-3, batch_size: int = 8,
+                 seed: int = 0, batch_fn: Callable | None = None,
+                 loss_fn: Callable | None = None) -> list[float]:
+    """The overview's five-line loop, runnable (notebook 02, "Training"); returns the losses.
+
+    Plain AdamW at a constant rate, no weight decay, no clipping, fp32, one batch per step.
+    Batches come from a generator seeded with ``seed`` exactly as in :func:`train`, so with the
+    same model, ``TrainConfig(lr=lr, warmup_steps=0, min_lr_frac=1.0, weight_decay=0.0,
+    grad_clip=0.0, seed=seed)`` the full loop makes the same updates: this loop is its test oracle.
+    """
+    block = unwrap(model).config.block_size
+    batch_fn = batch_fn or (lambda data, b, g: random_batch(data, b, block, g))
+    loss_fn = loss_fn or lm_loss
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        batch = batch_fn(train_data, batch_size, gen)   # (x, y), each (B, T); y is x shifted by one
+        loss, _ = loss_fn(model, batch)                 # next-token cross-entropy
+        loss.backward(); opt.step(); opt.zero_grad()    # noqa: E702 (the overview's line)
+        losses.append(loss.item())
+    return losses
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` measured."""
@@ -568,29 +593,15 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        # 4) gradient accumulation over micro-batches; DDP syncs gradients on the last one only
-        step_loss, step_metrics, step_tokens = 0.0, {}, 0
-        for micro in range(cfg.grad_accum):
+        # 4) the micro-batches of this step: every process draws the global batch, keeps its rows
+        micro_batches = []
+        for _ in range(cfg.grad_accum):
             batch = batch_fn(train_data, cfg.batch_size * d.world_size, gen)   # global (N*B, ...)
-            batch = to_device(shard(batch, d.rank, cfg.batch_size), device)    # this rank's (B, ...)
-            sync = (not d.enabled) or micro == cfg.grad_accum - 1
-            ctx = run_model.no_sync() if not sync else _null()
-            with ctx:
-                with autocast(device, precision):
-                    loss, metrics = loss_fn(run_model, batch)
-                check_finite(loss, step, micro)
-                scaler.scale(loss / cfg.grad_accum).backward()
-            step_loss += loss.item() / cfg.grad_accum
-            step_tokens += batch_tokens(batch) * d.world_size
-            for k, v in metrics.items():
-                step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / cfg.grad_accum
-        # 5) clip the global gradient norm, then the optimiser step
-        scaler.unscale_(optimizer)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+            micro_batches.append(to_device(shard(batch, d.rank, cfg.batch_size), device))  # (B, ...)
+        # 5) forward, backward, clip, optimiser step
+        step_loss, step_metrics = train_step(run_model, optimizer, scaler, micro_batches, loss_fn,
+                                             cfg.grad_clip, precision, device, step, d.enabled)
+        step_tokens = sum(batch_tokens(b) for b in micro_batches) * d.world_size
         step += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -598,7 +609,7 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
             train_time += time.perf_counter() - t0
             n_timed += 1
         n_steps_run += 1
-        # 6) bookkeeping: losses, throughput, evaluation, checkpoint
+        # 6) bookkeeping: losses, throughput, evaluation, checkpoint, callback
         step_loss = _all_mean(step_loss, d, device)
         result.train_losses.append(step_loss)
         result.train_metrics.append(step_metrics)
@@ -626,6 +637,39 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
     result.mfu = mfu(flops_tok, result.tokens_per_sec / d.world_size, peak)
     result.wall_seconds = time.perf_counter() - t_start
     return result
+
+
+def train_step(model: nn.Module, optimizer, scaler, micro_batches: list, loss_fn: Callable,
+               grad_clip: float, precision, device, step: int = 0, ddp: bool = False
+               ) -> tuple[float, dict]:
+    """One optimiser step of :func:`train` (notebook 02, "Training"): the overview's
+    ``loss.backward(); opt.step(); opt.zero_grad()`` with the real loop's additions.
+
+    Unlike :func:`train_simple`'s step: the loss of each micro-batch is divided by their number
+    and the gradients add up (gradient accumulation = one big batch); the forward pass runs in
+    mixed precision with a gradient scaler for fp16; a non-finite loss stops the run; the global
+    gradient norm is clipped to ``grad_clip`` (0: no clipping); under DDP the processes average
+    gradients on the last micro-batch only. Returns the mean loss and mean metrics.
+    """
+    n = len(micro_batches)
+    step_loss, step_metrics = 0.0, {}
+    for micro, batch in enumerate(micro_batches):
+        sync = (not ddp) or micro == n - 1
+        with (model.no_sync() if not sync else _null()):
+            with autocast(device, precision):
+                loss, metrics = loss_fn(model, batch)
+            check_finite(loss, step, micro)
+            scaler.scale(loss / n).backward()
+        step_loss += loss.item() / n
+        for k, v in metrics.items():
+            step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / n
+    scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, step_metrics
 
 
 def _callback_stops(callback: Callable, step: int, info: dict, d: Dist, device) -> bool:
