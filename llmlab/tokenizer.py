@@ -618,3 +618,16 @@ def timed(fn, *args, repeats: int = 3, **kwargs):
         times.append(time.perf_counter() - t0)
     times.sort()
     return result, times[len(times) // 2]
+
+
+def build_tokenizer(folder: Path, texts: list[str], cfg) -> dict:
+    """The recipe of the ``tokenizer`` artifact (notebook 01, "Tokenizer"): byte-level BPE
+    trained on ``texts`` with ``cfg`` (a :class:`~llmlab.config.TokenizerConfig`), showing its
+    progress, saved as ``tokenizer.json`` in ``folder``; returns its sizes and training time."""
+    t0 = time.perf_counter()
+    tok = Tokenizer.train(texts, cfg.vocab_size, split_pattern(cfg.split_pattern), progress=True)
+    seconds = time.perf_counter() - t0
+    tok.save(Path(folder) / "tokenizer.json")
+    return {"vocab_size": tok.vocab_size, "n_merges": len(tok.merges),
+            "n_special": len(tok.special_tokens), "train_seconds": round(seconds, 3),
+            "n_docs": len(texts), "corpus_bytes": sum(len(t.encode("utf-8")) for t in texts)}

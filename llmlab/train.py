@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +41,8 @@ import torch.nn as nn
 from . import packing
 from .artifacts import atomic_write_bytes
 from .config import ModelConfig, TrainConfig
-from .device import autocast, choose_precision, grad_scaler, pick_device, seed_everything
+from .device import (GPU_PEAKS, autocast, choose_precision, gpu_peak, grad_scaler,  # noqa: F401
+                     measured_matmul_peak, peak_flops, pick_device, seed_everything)
 from .model import GPT, build_model, model_kind
 
 # --------------------------------------------------------------------------------------------
@@ -283,63 +284,6 @@ def bytes_of_tokens(tokenizer, ids) -> int:
     ids = [int(t) for t in ids]
     text = [t for t in ids if t != tokenizer.eot_id]
     return len(tokenizer.decode_bytes(text)) + (len(ids) - len(text))
-
-
-@lru_cache(maxsize=None)
-def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """This CPU's fp32 matmul throughput in FLOP/s (best of ``repeats`` n x n products).
-
-    Its operands come from a generator of their own: measuring never moves the global random
-    state (the first :func:`train` of a process would otherwise draw other dropout masks
-    than the second)."""
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-
-# dense (no sparsity) peak FLOP/s by GPU name and precision, from the vendors' data sheets
-GPU_PEAKS = {"H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
-             "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-             "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-             "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-             "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
-             "L40": {"bf16": 181e12, "fp16": 181e12, "fp32": 90.5e12},
-             "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
-             "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 31e12},
-             "T4": {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12},
-             "V100": {"bf16": 125e12, "fp16": 125e12, "fp32": 15.7e12}}
-
-
-def peak_flops(device: torch.device, precision: str = "fp32") -> float:
-    """The peak FLOP/s MFU is measured against: a GPU's data-sheet dense peak for ``precision``,
-    or this CPU's measured fp32 matmul throughput (:func:`measured_matmul_peak`)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return gpu_peak(torch.cuda.get_device_name(device), precision)
-    return measured_matmul_peak()
-
-
-def gpu_peak(name: str, precision: str) -> float:
-    """Data-sheet dense peak of the GPU called ``name`` (as CUDA reports it); NaN if unknown.
-
-    The first key of :data:`GPU_PEAKS` found in the name wins, so specific names come first:
-
-    >>> gpu_peak("NVIDIA L40S", "bf16") / 1e12, gpu_peak("NVIDIA L4", "bf16") / 1e12
-    (362.0, 121.0)
-    >>> gpu_peak("NVIDIA H100 PCIe", "bf16") / 1e12, gpu_peak("NVIDIA H100 80GB HBM3", "bf16") / 1e12
-    (756.0, 989.0)
-    """
-    for key, peaks in GPU_PEAKS.items():
-        if key in name:
-            return peaks[precision]
-    return float("nan")
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, peak: float) -> float:
@@ -688,6 +632,39 @@ def _callback_stops(callback: Callable, step: int, info: dict, d: Dist, device) 
         dist.broadcast(flag, src=0)
         stop = bool(flag.item())
     return stop
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe of the base model (what llmlab.stages.get_base_model stores)
+# --------------------------------------------------------------------------------------------
+
+
+def pretrain(model_cfg: ModelConfig, train_cfg: TrainConfig, train_data, val_data, device=None,
+             callback: Callable | None = None, progress: bool = True) -> tuple[GPT, TrainResult]:
+    """Train a fresh :class:`~llmlab.model.GPT` from scratch (notebook 02, section 4): seed with
+    ``train_cfg.seed``, build the model, run :func:`train`. Returns ``(model, TrainResult)``.
+    ``benchmarks/base_model.py`` times it."""
+    seed_everything(train_cfg.seed)
+    model = GPT(model_cfg)
+    result = train(model, train_data, val_data, train_cfg, device=device, callback=callback,
+                   progress=progress)
+    return model, result
+
+
+def build_base_model(folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, train_data,
+                     val_data, callback: Callable | None = None, progress: bool = True) -> dict:
+    """The recipe of the ``base_model`` artifact: :func:`pretrain`, then ``model.pt`` (a
+    checkpoint) and ``train_log.json`` (the :class:`TrainResult`) in ``folder``; returns the
+    headline numbers."""
+    model, res = pretrain(model_cfg, train_cfg, train_data, val_data, callback=callback,
+                          progress=progress)
+    save_checkpoint(Path(folder) / "model.pt", model.cpu(), state={"step": res.steps})
+    atomic_write_bytes(Path(folder) / "train_log.json", json.dumps(res.to_dict()).encode())
+    return {"steps": res.steps, "tokens": res.tokens, "final_train_loss": res.train_losses[-1],
+            "val_loss": res.val_losses[-1][1], "tokens_per_sec": round(res.tokens_per_sec, 1),
+            "mfu": round(res.mfu, 4), "wall_seconds": round(res.wall_seconds, 2),
+            "precision": res.precision, "params": model.num_params(),
+            "params_with_embeddings": model.num_params(non_embedding=False)}
 
 
 def check_finite(loss: torch.Tensor, step: int, micro: int) -> None:

@@ -914,3 +914,12 @@ def summary(world: World) -> dict:
 __all__ = ["World", "Entity", "Fact", "Page", "ChoiceRng", "build_world", "build_knowledge",
            "write_warc", "write_truth", "read_truth", "summary", "RELATIONS", "KINDS",
            "GOOD_KINDS", "BAD_KINDS", "plural", "a_an"]
+
+
+def write_crawl(world: World, folder: Path) -> dict:
+    """The recipe of the ``crawl`` artifact (notebook 01, section 1): ``crawl.warc.gz`` (gzip
+    WARC) and ``truth.jsonl.gz`` (ground truth) in ``folder``; returns the crawl's counts and the
+    world's summary."""
+    stats = write_warc(world, Path(folder) / "crawl.warc.gz")
+    write_truth(world, Path(folder) / "truth.jsonl.gz")
+    return stats | summary(world)
