@@ -174,13 +174,9 @@ def renderer_entropy_bits_per_byte(preset: Preset | str | None = None, pages=Non
                                    root: Path | None = None) -> float:
     """The world renderer's entropy per byte of main text over ``pages`` (default: the
     validation pages): the data's irreducible bits per byte given the knowledge base
-    (``World.entropy_bits_per_byte`` restricted to these pages; a copy counts its original's bits)."""
-    w = get_world(preset)
+    (:meth:`llmlab.world.World.entropy_of_pages`; a copy counts its original's bits)."""
     pages = validation_pages(preset, root=root) if pages is None else pages
-    by_url = {pg.url: pg for pg in w.pages}
-    bits = sum(pg.bits if not pg.copy_type else by_url[pg.copy_of].bits for pg in pages)
-    nbytes = sum(len(pg.text.encode("utf-8")) + 1 for pg in pages)
-    return bits / max(nbytes, 1)
+    return get_world(preset).entropy_of_pages(pages)
 
 
 def pretraining_fact_counts(preset: Preset | str | None = None, root: Path | None = None):

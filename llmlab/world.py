@@ -283,6 +283,14 @@ class World:
         nbytes = sum(len(p.text.encode("utf-8")) + 1 for p in pages)
         return sum(p.bits for p in pages) / max(nbytes, 1)
 
+    def entropy_of_pages(self, pages) -> float:
+        """Renderer entropy per byte of main text over ``pages`` (any list of this world's
+        pages, copies included: a copy counts its original's bits)."""
+        by_url = {pg.url: pg for pg in self.pages}
+        bits = sum(pg.bits if not pg.copy_type else by_url[pg.copy_of].bits for pg in pages)
+        nbytes = sum(len(pg.text.encode("utf-8")) + 1 for pg in pages)
+        return bits / max(nbytes, 1)
+
     def truth_records(self) -> list:
         keys = ("url", "kind", "quality", "cluster", "title", "lines", "charset", "fact_ids",
                 "copy_of", "copy_type", "bits")
