@@ -107,6 +107,30 @@ def describe(device: torch.device | None = None) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def timed(fn, *args, repeats: int = 3, device=None, **kwargs):
+    """Run ``fn(*args, **kwargs)`` ``repeats`` times; return ``(last result, median seconds)``.
+
+    The one timing helper of the package (tokenizers in notebook 01, GELU forms and training
+    steps in notebook 02, the benchmarks). With a CUDA ``device`` the clock starts and stops
+    only once the GPU has finished its queued work; the median keeps one slow run on a shared
+    machine from moving the result.
+    """
+    import statistics
+    import time
+
+    cuda = device is not None and torch.device(device).type == "cuda"
+    times, result = [], None
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return result, statistics.median(times)
+
+
 def matmul_flops(n: int = 1024, repeats: int = 8, statistic: str = "best") -> float:
     """This CPU's fp32 matmul throughput in FLOP/s: ``2 n^3`` over the ``best`` (or
     ``median``) of ``repeats`` timed n x n products, after two warm-up products.

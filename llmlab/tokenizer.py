@@ -40,6 +40,7 @@ from typing import Iterable
 import regex
 
 from .artifacts import atomic_write_text
+from .device import timed  # noqa: F401 (notebook 01 times the two trainers with tok.timed)
 
 # GPT-2's split pattern (Radford et al. 2019) and GPT-4's (cl100k_base, as in tiktoken): GPT-4's
 # caps digit runs at 3, matches contractions case-insensitively and keeps newlines apart.
@@ -607,17 +608,6 @@ def gpt2_encoding(timeout: float = 3.0):
         return tiktoken.get_encoding("gpt2"), None
     except Exception as exc:  # a download or cache error: report it, do not crash a notebook
         return None, f"tiktoken could not load gpt2: {type(exc).__name__}: {exc}"
-
-
-def timed(fn, *args, repeats: int = 3, **kwargs):
-    """Run ``fn`` ``repeats`` times; return ``(last result, median seconds)``."""
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return result, times[len(times) // 2]
 
 
 def build_tokenizer(folder: Path, texts: list[str], cfg) -> dict:

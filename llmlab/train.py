@@ -42,7 +42,7 @@ from . import packing
 from .artifacts import atomic_write_bytes
 from .config import ModelConfig, TrainConfig
 from .device import (GPU_PEAKS, autocast, choose_precision, gpu_peak, grad_scaler,  # noqa: F401
-                     measured_matmul_peak, peak_flops, pick_device, seed_everything)
+                     measured_matmul_peak, peak_flops, pick_device, seed_everything, timed)
 from .model import GPT, build_model, model_kind
 
 # --------------------------------------------------------------------------------------------
@@ -252,21 +252,14 @@ def time_forward_backward(fn: Callable, shape: tuple, repeats: int = 7, n: int =
     x = torch.randn(*shape, generator=gen).to(device).requires_grad_()
     g = torch.randn(*shape, generator=gen).to(device)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def n_calls():
+        for _ in range(n):
+            fn(x).backward(g)
 
     for _ in range(3):
         fn(x).backward(g)
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(x).backward(g)
-        sync()
-        times.append((time.perf_counter() - t0) / n)
-    return 1000.0 * float(np.median(times))
+    _, seconds = timed(n_calls, repeats=repeats, device=device)
+    return 1000.0 * seconds / n
 
 
 def bits_per_byte(loss_nats: float, n_tokens: int, n_bytes: int) -> float:

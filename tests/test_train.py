@@ -243,3 +243,23 @@ def test_simple_loop_is_the_oracle_of_the_full_loop():
     for (name, a), b in zip(simple.named_parameters(), full.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     assert losses[-1] < losses[0]                       # and it trained: the check can fail
+
+
+def test_timed_returns_the_result_and_the_median():
+    import time
+
+    from llmlab import tokenizer
+    from llmlab.device import timed
+
+    assert tokenizer.timed is timed                         # one timing helper
+    delays = iter([0.0, 0.05, 0.01])
+    calls = []
+
+    def work(tag):
+        calls.append(tag)
+        time.sleep(next(delays))
+        return tag
+
+    result, seconds = timed(work, "x", repeats=3)
+    assert result == "x" and calls == ["x"] * 3
+    assert 0.009 < seconds < 0.045                          # the median, not the mean or the max
