@@ -2,7 +2,7 @@
 
     python benchmarks/base_model.py [--preset cpu] [--reuse]
 
-Trains the preset's base model exactly as notebook 02 does (``stages.train_base_model``: the
+Trains the preset's base model exactly as notebook 02 does (``llmlab.train.pretrain``: the
 same config, seed and token files) and times it; ``--reuse`` loads the cached artifact
 instead and reports the wall time recorded when it was built. Then measures, on the model:
 
@@ -33,7 +33,7 @@ from llmlab import packing, probes, stages  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.device import seed_everything  # noqa: E402
 from llmlab.model import GPT  # noqa: E402
-from llmlab.train import bits_per_byte, bytes_of_tokens, loss_over  # noqa: E402
+from llmlab.train import bits_per_byte, bytes_of_tokens, loss_over, pretrain  # noqa: E402
 
 GOAL_SEEN5_ACCURACY = 0.90
 GOAL_TRAIN_SECONDS = 360.0
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
         tok_s, mfu_ = art.info["tokens_per_sec"], art.info["mfu"]
     else:
         t0 = time.perf_counter()
-        model, res = stages.train_base_model(p, progress=False, device="cpu")
+        model, res = pretrain(p.model, p.train, packing.load_tokens(tokens.file("train.bin")), val,
+                              device="cpu", progress=False)
         train_seconds = time.perf_counter() - t0
         tok_s, mfu_ = res.tokens_per_sec, res.mfu
         print(f"trained {res.steps} steps in {train_seconds:.1f} s", file=sys.stderr)

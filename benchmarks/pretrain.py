@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.device import autocast, choose_precision  # noqa: E402
+from llmlab.device import matmul_flops  # noqa: E402
+from llmlab.device import timed as device_timed  # noqa: E402
 from llmlab.model import GELU_FORMS, GPT  # noqa: E402
 from llmlab.train import (GPU_PEAKS, TrainConfig, configure_optimizer, peak_flops,  # noqa: E402
                           time_forward_backward)
@@ -47,17 +48,8 @@ GOAL_GPU_MFU = 0.45
 
 
 def matmul_peak(n: int = 1024, repeats: int = 7) -> float:
-    """Median fp32 matmul FLOP/s of an n x n product on this CPU."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        times.append((time.perf_counter() - t0) / 4)
-    return 2 * n ** 3 / statistics.median(times)
+    """Median fp32 matmul FLOP/s of an n x n product on this CPU (``llmlab.device.matmul_flops``)."""
+    return matmul_flops(n, repeats, "median")
 
 
 PEERS = {
@@ -102,10 +94,11 @@ def make_step(model, kind: str, x, y, device, precision):
 
 
 def timed(step, n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - t0) / n
+    """Mean seconds of ``n`` calls of ``step`` (``llmlab.device.timed``, one repeat)."""
+    def n_steps():
+        for _ in range(n):
+            step()
+    return device_timed(n_steps, repeats=1)[1] / n
 
 
 def cpu_part(preset, repeats: int, steps: int) -> dict:

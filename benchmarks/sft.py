@@ -5,7 +5,7 @@
 
 Fine-tunes the preset's base model twice from the same start -- loss on reply tokens only
 (the SFT model) and loss on every token (the ablation) -- timing each run, then scores the
-base model and both fine-tuned models on the same held-out prompts (``llmlab.sft.evaluate``):
+base model and both fine-tuned models on the same held-out prompts (``llmlab.evaluate.evaluate_chat``):
 format adherence, factual accuracy on held-out facts the base model knows, "I don't know" on
 unknown entities and refusals of decline requests. Goals at the cpu preset: format >= 0.95,
 factual >= 0.80, SFT wall time <= 180 s on 2 cores.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from llmlab import sft, stages  # noqa: E402
+from llmlab import evaluate, sft, stages  # noqa: E402
 from llmlab.config import get_preset  # noqa: E402
 from llmlab.device import pick_device, seed_everything  # noqa: E402
 
@@ -62,10 +62,10 @@ def main(argv=None) -> int:
     items = data["eval"]
     base = stages.load_base_model(p, device=device)
     eval_facts = [facts[i["fact_id"]] for i in items if i["kind"] == "fact"]
-    known = sft.base_knows(base, tok, eval_facts)
+    known = evaluate.base_knows(base, tok, eval_facts)
     print(f"[sft] held-out prompts: {len(items)}; held-out facts the base model knows: "
           f"{sum(known.values())}/{len(known)}", flush=True)
-    rows = {"base": sft.evaluate(base, tok, items, p.sft.template, known, p.sft.max_new_tokens)}
+    rows = {"base": evaluate.evaluate_chat(base, tok, items, p.sft.template, known, p.sft.max_new_tokens)}
     seconds = {}
     for name, train_on_prompt in (("sft_masked", False), ("sft_unmasked", True)):
         times = []
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
             print(f"[sft] {name} run {r + 1}: {s:.1f} s, final val loss "
                   f"{res.val_losses[-1][1]:.3f}", flush=True)
         seconds[name] = round(statistics.median(times), 2)
-        rows[name] = sft.evaluate(model, tok, items, p.sft.template, known, p.sft.max_new_tokens)
-    table = {k: sft.metrics_row(v) for k, v in rows.items()}
+        rows[name] = evaluate.evaluate_chat(model, tok, items, p.sft.template, known, p.sft.max_new_tokens)
+    table = {k: evaluate.metrics_row(v) for k, v in rows.items()}
     for k, v in table.items():
         print(f"[sft] {k:13s} " + "  ".join(f"{m}={x}" for m, x in v.items()), flush=True)
     masked = table["sft_masked"]

@@ -3,11 +3,17 @@
 One module per stage, in the order of the notebooks:
 
 - ``world``      the synthetic world every stage learns from (notebook 00)
-- ``stages``     the artifact chain: each stage's outputs, cached per preset
+- ``data``, ``tokenizer``, ``packing``   the data pipeline (notebook 01)
+- ``model``, ``train``, ``generate``, ``probes``   the GPT and its training (notebook 02)
+- ``scaling``    scaling laws (notebook 03)
+- ``chat``, ``sft``, ``evaluate``   templates, fine-tuning, evaluating replies (notebook 04)
+- ``stages``     the artifact chain: each stage's outputs, cached per preset (declarations;
+  the recipes live in the stage modules)
 - ``config``     every size in one place: a config dataclass per stage and three presets
 - ``device``     device, precision and seeding rules
 - ``artifacts``  the atomic, checked artifact cache
 - ``nb``         notebook helpers: setup, showing the package's real code, figures
+- ``__main__``   the command line (``python -m llmlab train``)
 """
 __version__ = "0.1.0"
 

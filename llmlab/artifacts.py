@@ -85,16 +85,91 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def code_hash(code: Iterable) -> str:
-    """A short hash of the source of the modules or functions a build runs.
+    """A short hash of the source of the modules or functions a build runs (a module may be
+    given by name, as :func:`code_of` lists them).
 
     Artifacts record it, so editing a stage's code makes its old outputs stale.
     """
+    import importlib
     import inspect
 
     h = hashlib.sha256()
     for obj in code:
+        if isinstance(obj, str):
+            obj = importlib.import_module(obj)
         h.update(inspect.getsource(obj).encode())
     return h.hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------------------------
+# The code an artifact depends on, derived from its recipe's imports
+# --------------------------------------------------------------------------------------------
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _module_file(name: str, root: Path = PACKAGE_DIR) -> Path | None:
+    """The file of llmlab module ``name`` (``llmlab.data.pipeline``), or None if there is none."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def module_imports(name: str, root: Path = PACKAGE_DIR) -> set[str]:
+    """The llmlab modules that module ``name`` imports anywhere in its file (top level or inside
+    a function), read from its syntax tree with :mod:`ast` without importing anything."""
+    import ast
+
+    path = _module_file(name, root)
+    if path is None:
+        return set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "llmlab"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "llmlab":
+                continue
+            for a in node.names:               # "from . import train" names a module
+                sub = f"{target}.{a.name}"
+                out.add(sub if _module_file(sub, root) else target)
+    return {m for m in out if m != name and _module_file(m, root) is not None}
+
+
+def import_graph(root: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Every llmlab module -> the llmlab modules it imports (the edges of the import graph)."""
+    names = []
+    for f in sorted(root.rglob("*.py")):
+        parts = f.relative_to(root).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        names.append(".".join(("llmlab",) + parts))
+    return {n: module_imports(n, root) for n in names}
+
+
+def code_of(recipe) -> list[str]:
+    """The modules whose source makes an artifact built by ``recipe`` stale: the recipe's own
+    module and every llmlab module it imports, transitively (sorted names).
+
+    >>> "llmlab.model" in code_of(__import__("llmlab.train").train.pretrain)
+    True
+    """
+    todo, seen = [recipe.__module__], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += sorted(module_imports(name))
+    return sorted(seen)
 
 
 def _expected(preset: str, cfgs: Iterable, deps: Iterable[Artifact], code: Iterable = ()) -> dict:
@@ -175,7 +250,8 @@ def ensure(name: str, preset: str, cfgs: Iterable, build: Callable[[Path], dict 
 
     ``build`` writes its files into the folder it is given and may return a dict of facts about
     the build (stored as ``meta["info"]``). ``cfgs`` are the config dataclasses the build reads;
-    ``deps`` the artifacts it reads; ``code`` the modules (or functions) whose source it runs.
+    ``deps`` the artifacts it reads; ``code`` the modules (or functions) whose source it runs,
+    usually ``code_of(recipe)``.
     A change to any of them makes the old artifact stale.
     """
     cfgs, deps = list(cfgs), list(deps)

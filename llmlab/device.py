@@ -13,6 +13,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -98,3 +99,102 @@ def describe(device: torch.device | None = None) -> dict:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
     return info
+
+
+# --------------------------------------------------------------------------------------------
+# Peak throughput: what MFU is measured against (train.py) and what the calculator assumes
+# (scaling.py); the one table of GPU peaks
+# --------------------------------------------------------------------------------------------
+
+
+def timed(fn, *args, repeats: int = 3, device=None, **kwargs):
+    """Run ``fn(*args, **kwargs)`` ``repeats`` times; return ``(last result, median seconds)``.
+
+    The one timing helper of the package (tokenizers in notebook 01, GELU forms and training
+    steps in notebook 02, the benchmarks). With a CUDA ``device`` the clock starts and stops
+    only once the GPU has finished its queued work; the median keeps one slow run on a shared
+    machine from moving the result.
+    """
+    import statistics
+    import time
+
+    cuda = device is not None and torch.device(device).type == "cuda"
+    times, result = [], None
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return result, statistics.median(times)
+
+
+def matmul_flops(n: int = 1024, repeats: int = 8, statistic: str = "best") -> float:
+    """This CPU's fp32 matmul throughput in FLOP/s: ``2 n^3`` over the ``best`` (or
+    ``median``) of ``repeats`` timed n x n products, after two warm-up products.
+
+    Its operands come from a generator of their own: measuring never moves the global random
+    state (the first ``train`` of a process would otherwise draw other dropout masks than the
+    second). ``benchmarks/pretrain.py`` takes the median of each round on a shared machine."""
+    import statistics
+    import time
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    if statistic not in ("best", "median"):
+        raise ValueError(f"statistic must be 'best' or 'median', got {statistic!r}")
+    return 2 * n ** 3 / (min(times) if statistic == "best" else statistics.median(times))
+
+
+@lru_cache(maxsize=None)
+def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """This CPU's fp32 matmul peak, measured once per process (:func:`matmul_flops`, best of
+    ``repeats``): what MFU on a CPU is measured against."""
+    return matmul_flops(n, repeats, "best")
+
+
+# dense (no sparsity) peak FLOP/s by GPU name and precision, from the vendors' data sheets
+GPU_PEAKS = {"H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
+             "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+             "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+             "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+             "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
+             "L40": {"bf16": 181e12, "fp16": 181e12, "fp32": 90.5e12},
+             "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
+             "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 31e12},
+             "T4": {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12},
+             "V100": {"bf16": 125e12, "fp16": 125e12, "fp32": 15.7e12}}
+
+
+def peak_flops(device: torch.device, precision: str = "fp32") -> float:
+    """The peak FLOP/s MFU is measured against: a GPU's data-sheet dense peak for ``precision``,
+    or this CPU's measured fp32 matmul throughput (:func:`measured_matmul_peak`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return gpu_peak(torch.cuda.get_device_name(device), precision)
+    return measured_matmul_peak()
+
+
+def gpu_peak(name: str, precision: str) -> float:
+    """Data-sheet dense peak of the GPU called ``name`` (as CUDA reports it); NaN if unknown.
+
+    The first key of :data:`GPU_PEAKS` found in the name wins, so specific names come first:
+
+    >>> gpu_peak("NVIDIA L40S", "bf16") / 1e12, gpu_peak("NVIDIA L4", "bf16") / 1e12
+    (362.0, 121.0)
+    >>> gpu_peak("NVIDIA H100 PCIe", "bf16") / 1e12, gpu_peak("NVIDIA H100 80GB HBM3", "bf16") / 1e12
+    (756.0, 989.0)
+    """
+    for key, peaks in GPU_PEAKS.items():
+        if key in name:
+            return peaks[precision]
+    return float("nan")

@@ -11,8 +11,12 @@ load into it once two differences are handled:
 downloads a released one (``gpt2``, ``gpt2-medium``...) -- only when a learner asks, online,
 with the optional ``hf`` extra (``pip install "llmlab[hf]"``). The test converts a randomly
 initialised ``GPT2LMHeadModel`` built from a config, offline, and compares logits.
+:func:`gpt2_sft_demo` fine-tunes a converted GPT-2 with notebook 04's SFT (online only).
 """
 from __future__ import annotations
+
+import time
+from typing import Callable
 
 import torch
 
@@ -69,3 +73,66 @@ def load_gpt2(name: str = "gpt2") -> GPT:
         raise ImportError("loading GPT-2 needs the optional 'transformers' package: "
                           'pip install "llmlab[hf]"') from exc
     return from_hf_gpt2(GPT2LMHeadModel.from_pretrained(name))
+
+
+# --------------------------------------------------------------------------------------------
+# The same SFT on real GPT-2 (notebook 04, section 9; online only)
+# --------------------------------------------------------------------------------------------
+
+
+class TiktokenChat:
+    """GPT-2's tiktoken encoding with the few members :func:`llmlab.chat.tokenize_chat` and
+    :func:`llmlab.evaluate.generate_replies` use (its only special token is ``<|endoftext|>``)."""
+
+    def __init__(self, enc):
+        self.enc = enc
+        self.eot_id = enc.eot_token
+        self.pad_id = enc.eot_token
+        self.special_tokens = {"<|endoftext|>": enc.eot_token}
+        self.inverse_special = {enc.eot_token: "<|endoftext|>"}
+
+    def encode(self, text: str, allowed_special="none") -> list[int]:
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids) -> str:
+        return self.enc.decode(list(ids))
+
+
+def gpt2_sft_demo(load_model: Callable, train: list[dict], items: list[dict], steps: int = 300,
+                  lr: float = 3e-5, batch_size: int = 16, device=None) -> dict:
+    """Fine-tune real GPT-2 with SFT's data, template, masking and loop (notebook 04, section 9).
+
+    ``load_model(device)`` returns GPT-2 as a :class:`~llmlab.model.GPT` (notebook 02's
+    converter, ``llmlab.hf``). Needs the network for the weights and tiktoken's GPT-2 files;
+    raises ``RuntimeError`` with the reason when they cannot be had. Returns the held-out
+    metrics before and after, the fine-tuning time and the peak GPU memory.
+    """
+    from .config import TrainConfig
+    from .device import pick_device
+    from .evaluate import evaluate_chat, metrics_row
+    from .sft import encode_examples, sft_train
+    from .tokenizer import gpt2_encoding
+    from .train import fine_tune_config
+
+    enc, reason = gpt2_encoding()
+    if enc is None:
+        raise RuntimeError(f"GPT-2 demo needs the network: {reason}")
+    tok = TiktokenChat(enc)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model = load_model(device)
+    block = min(model.config.block_size, 256)
+    train_enc, _ = encode_examples(train, tok, "alpaca", block)
+    val_enc, _ = encode_examples(train[-64:], tok, "alpaca", block)
+    before = metrics_row(evaluate_chat(model, tok, items, "alpaca"))
+    cfg = fine_tune_config(TrainConfig(), lr=lr, max_steps=steps, batch_size=batch_size,
+                           warmup_steps=max(steps // 20, 1), eval_every=max(steps // 3, 1),
+                           eval_batches=4)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    sft_train(model, train_enc, val_enc, cfg, tok.pad_id, device=device)
+    seconds = time.perf_counter() - t0
+    after = metrics_row(evaluate_chat(model, tok, items, "alpaca"))
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"before": before, "after": after, "sft_seconds": round(seconds, 1),
+            "peak_gpu_gib": None if mem is None else round(mem, 2), "steps": steps}

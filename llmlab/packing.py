@@ -198,3 +198,19 @@ def packing_waste(lengths: Sequence[int], block_size: int) -> float:
     if n == 0:
         return 0.0
     return float(1.0 - n / (block_size * -(-n // block_size)))
+
+
+def build_token_files(folder: Path, texts: list[str], tok, val_frac: float) -> dict:
+    """The recipe of the ``tokens`` artifact (notebook 01, "Packing"): encode each document
+    with ``tok`` and write ``train.bin`` / ``val.bin`` into ``folder``
+    (:func:`write_token_files`); returns the token counts and bytes per token."""
+    from tqdm.auto import tqdm
+
+    docs = [tok.encode_ordinary(t) for t in tqdm(texts, desc="encoding documents", unit="doc")]
+    info = write_token_files(docs, tok.eot_id, Path(folder), val_frac)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_tokens = sum(len(d) for d in docs)
+    return info | {"n_docs": len(docs), "corpus_bytes": n_bytes, "doc_tokens": n_tokens,
+                   "bytes_per_token": round(n_bytes / max(n_tokens, 1), 4),
+                   "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "pad_id": tok.pad_id,
+                   "val_frac": val_frac}

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .model import IGNORE_INDEX, sequence_logprobs
 from .world import RELATIONS, World, a_an, plural
 
 
@@ -59,17 +60,13 @@ def continuation_logprobs(model, tokenizer, pairs: list, batch_size: int = 64,
         chunk = seqs[i:i + batch_size]
         T = max(len(ids) for ids, _ in chunk) - 1
         x = torch.zeros(len(chunk), T, dtype=torch.long)                       # (B, T)
-        y = torch.full((len(chunk), T), -100, dtype=torch.long)                # (B, T)
+        y = torch.full((len(chunk), T), IGNORE_INDEX, dtype=torch.long)        # (B, T)
         for r, (ids, n) in enumerate(chunk):
             t = torch.tensor(ids)
             x[r, :len(ids) - 1] = t[:-1]
             y[r, len(ids) - 1 - n:len(ids) - 1] = t[-n:]                       # continuation only
         logits, _ = model(x.to(dev))                                           # (B, T, V)
-        logp = F.log_softmax(logits.float(), dim=-1)                           # (B, T, V)
-        y = y.to(dev)
-        mask = y != -100                                                       # (B, T)
-        picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)     # (B, T)
-        out.extend((picked * mask).sum(-1).tolist())
+        out.extend(sequence_logprobs(logits, y.to(dev)).tolist())             # (B,)
     model.train(was_training)
     return out
 

@@ -34,17 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .device import GPU_PEAKS
+
 # =============================================================================================
 # 1. Compute accounting
 # =============================================================================================
 
 SECONDS_PER_DAY = 86_400.0
 
-# Peak dense bf16 tensor-core throughput per GPU, FLOP/s (NVIDIA's data sheets, no sparsity).
-GPU_PEAK_FLOPS = {
-    "A100": 312e12,    # A100 SXM/PCIe, bf16 dense
-    "H100": 989e12,    # H100 SXM, bf16 dense
-}
+# Peak dense bf16 tensor-core throughput per GPU, FLOP/s: the calculator's GPUs, read from the
+# one table of data-sheet peaks (llmlab.device.GPU_PEAKS, which MFU in notebook 02 also uses).
+GPU_PEAK_FLOPS = {gpu: GPU_PEAKS[gpu]["bf16"] for gpu in ("A100", "H100")}
 
 
 def flops_6nd(n_params: float, n_tokens: float) -> float:
@@ -265,6 +265,27 @@ def _run(runs, scfg, base_train, train_data, val_data, device, progress) -> list
         bar.set_postfix(C=f"{r['budget']:.2g}", width=r["n_embd"], loss=f"{loss:.3f}")
     bar.close()
     return rows
+
+
+def build_sweep(folder, preset_name: str, scfg, base_model, train_data, val_data) -> dict:
+    """The recipe of the ``sweep`` artifact (notebook 03, section 2): :func:`run_sweep` with
+    ``TrainConfig()``'s optimiser defaults (so tuning notebook 02's run does not rerun the
+    sweep), written to ``folder`` as ``sweep.csv`` (:func:`rows_to_csv`) and ``sweep.json``."""
+    import json
+    from pathlib import Path
+
+    from .artifacts import atomic_write_text
+    from .config import TrainConfig, config_dict
+
+    t0 = time.perf_counter()
+    rows = run_sweep(scfg, base_model, TrainConfig(), train_data, val_data)
+    seconds = time.perf_counter() - t0
+    header = (f"IsoFLOP sweep of llmlab, preset {preset_name}: llmlab.scaling.run_sweep\n"
+              f"loss = final validation loss in nats per token of this preset's tokenizer")
+    atomic_write_text(Path(folder) / "sweep.csv", rows_to_csv(rows, header))
+    atomic_write_text(Path(folder) / "sweep.json", json.dumps(
+        {"preset": preset_name, "scaling": config_dict(scfg), "rows": rows}, indent=1))
+    return {"runs": len(rows), "sweep_seconds": round(seconds, 1)}
 
 
 SWEEP_COLUMNS = ("budget", "n_embd", "n_layer", "n_head", "n_params", "tokens", "steps",

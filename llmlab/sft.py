@@ -1,4 +1,4 @@
-"""Supervised fine-tuning: instruction data, chat templates, loss on responses only (notebook 04).
+"""Supervised fine-tuning: instruction data, loss on responses only, the runs (notebook 04).
 
 The base model of notebook 02 knows the world's facts but *continues* a question instead of
 answering it. SFT keeps the architecture and the cross-entropy loss and changes three things,
@@ -11,32 +11,34 @@ each of which notebook 04 measures by leaving it out:
    :func:`split_world` keeps facts, unknown entities, stories and decline requests apart for
    the held-out prompts (:func:`eval_items`). :func:`load_instructions` reads real Alpaca- or
    Dolly-style JSON / JSONL files into the same form.
-2. **The template** (section 2): :func:`render` writes a conversation as text in the Llama-2
-   or the ChatML format, with the special tokens reserved by notebook 01's tokenizer;
-   :func:`tokenize_chat` turns it into ids plus a mask saying which tokens are the reply.
-3. **The loss** (section 3): :func:`make_targets` sets the target of every prompt and
-   template token to -100, and :func:`masked_nll` averages the cross-entropy over the reply
+2. **The template** (section 2): :mod:`llmlab.chat` renders and tokenises conversations
+   (``render``, ``tokenize_chat``) and keeps reply-only targets (``make_targets``).
+3. **The loss** (section 3): :func:`masked_nll` averages the cross-entropy over the reply
    tokens only (:func:`masked_nll_naive` is the same sum written out, the test oracle).
 
-Then :func:`sft_train` fine-tunes at a learning rate 10-100x below pretraining's (section 4),
-:func:`pad_batch` / :func:`pack_examples` build batches and :func:`batch_waste` measures what
-each wastes (section 6), and :func:`generate_replies` / :func:`evaluate` score base and SFT
-models on the held-out prompts (section 8).
+Then :func:`sft_train` fine-tunes through pretraining's loop at a learning rate 10-100x below
+pretraining's (section 4), :func:`pad_batch` / :func:`pack_examples` build batches and
+:func:`batch_waste` measures what each wastes (section 6). :func:`build_sft_data` and
+:func:`build_sft_model` are the recipes of the cached artifacts (``llmlab.stages``). Replies
+are generated and scored by :mod:`llmlab.evaluate` (sections 7-8); the same SFT on real GPT-2
+is :func:`llmlab.hf.gpt2_sft_demo` (section 9).
 """
 from __future__ import annotations
 
 import json
-import math
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .chat import REFUSAL, make_targets, tokenize_chat
+from .chat import assistant as _assistant
+from .chat import IDK_PREFIX
+from .chat import user as _user
 from .model import IGNORE_INDEX
 from .world import RELATIONS, World, a_an, fill
 
@@ -46,8 +48,6 @@ from .world import RELATIONS, World, a_an, fill
 
 SYSTEM_PROMPTS = ["You are a helpful assistant.", "You answer questions about the world.",
                   "Answer briefly and honestly."]
-IDK_PREFIX = "I don't know"          # what an honest answer about an unknown entity starts with
-REFUSAL = "Sorry, I can't help with that."
 QUESTION_FORMS = ["{q}", "{q}", "Quick question: {q}", "Do you know this? {q}",
                   "Please tell me: {q}"]
 RUDE_FORMS = ["Tell me {np}. Now!", "I want {np}, hurry up.", "Give me {np} right now.",
@@ -120,14 +120,6 @@ def heldout_split(split: Split) -> Split:
     writes conversations about held-out facts and entities only (the validation set)."""
     return Split(split.eval_facts, split.eval_facts, split.eval_unknown, split.eval_unknown,
                  split.eval_decline, split.eval_decline, split.eval_stories, split.eval_stories)
-
-
-def _user(content: str) -> dict:
-    return {"role": "user", "content": content}
-
-
-def _assistant(content: str) -> dict:
-    return {"role": "assistant", "content": content}
 
 
 def idk_answer(name: str) -> str:
@@ -309,23 +301,30 @@ def record_to_messages(rec, where: str) -> list[dict]:
 
 
 def load_instructions(path: str | Path) -> list[dict]:
-    """Read an Alpaca- or Dolly-style file: a JSON array (``.json``) or JSON lines (``.jsonl``).
+    """Read an Alpaca- or Dolly-style file: a JSON array of records, or JSON lines.
 
-    Returns ``[{"kind": "file", "messages": [...]}]``. A malformed record raises
+    The format is decided by the content, not the file name: a file whose first character
+    (after an optional UTF-8 byte-order mark and whitespace) is ``[`` is a JSON array, anything
+    else one JSON record per line. Lines are split on ``\n`` only: U+2028, U+2029 and U+0085
+    are legal inside JSON strings and stay part of the record (``str.splitlines`` would cut
+    there). Returns ``[{"kind": "file", "messages": [...]}]``. A malformed record raises
     :class:`InstructionFormatError` naming the file and the line the record starts on.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")      # utf-8-sig: drops a byte-order mark
     out = []
-    if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
+    i = _skip_ws(text, 0)
+    if i >= len(text) or text[i] != "[":
+        for lineno, line in enumerate(text.split("\n"), 1):
+            if not line.strip(" \t\r"):
                 continue
             where = f"{path.name}, line {lineno}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InstructionFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+                raise InstructionFormatError(f"{where}: not valid JSON ({exc.msg}); expected "
+                                             f"a JSON array of records or one record per line"
+                                             ) from None
             out.append({"kind": "file", "messages": record_to_messages(rec, where)})
         return out
     # a JSON array: decode one element at a time so an error can name the element's line
@@ -334,10 +333,6 @@ def load_instructions(path: str | Path) -> list[dict]:
     def line_of(pos):
         return text.count("\n", 0, pos) + 1
 
-    i = _skip_ws(text, 0)
-    if i >= len(text) or text[i] != "[":
-        raise InstructionFormatError(f"{path.name}, line {line_of(i)}: expected a JSON array "
-                                     f"of records ('[' ...), or use a .jsonl file")
     i = _skip_ws(text, i + 1)
     if i < len(text) and text[i] == "]":
         return out
@@ -366,146 +361,8 @@ def _skip_ws(text: str, i: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Chat templates
-# --------------------------------------------------------------------------------------------
-# A template turns a conversation into *segments*: (text, is_special, is_reply). Rendering
-# joins the texts; tokenising encodes each segment on its own (special segments become one
-# reserved id, everything else is ordinary text, so a user cannot forge a turn marker) and
-# marks the reply segments' tokens as the ones to learn. Message text is stripped of leading
-# and trailing whitespace (as Llama-2's reference code does), so a segment boundary always
-# falls where the tokenizer's own pre-tokenisation would cut: encoding segment by segment
-# gives exactly the tokens of encoding the rendered string (a tested property).
-
-
-def _check_messages(messages: list[dict]) -> None:
-    if not messages:
-        raise ValueError("a conversation needs at least one message")
-    for k, m in enumerate(messages):
-        if m.get("role") not in ("system", "user", "assistant"):
-            raise ValueError(f"message {k}: role must be system, user or assistant, got "
-                             f"{m.get('role')!r}")
-        if not isinstance(m.get("content"), str):
-            raise ValueError(f"message {k}: content must be a string")
-        if m["role"] == "system" and k != 0:
-            raise ValueError(f"message {k}: a system message may only come first")
-
-
-def chatml_segments(messages: list[dict], add_generation_prompt: bool = False) -> list[tuple]:
-    """ChatML (OpenAI 2023): ``<|im_start|>role\\ncontent<|im_end|>\\n`` per message.
-
-    The reply is the assistant's content and its ``<|im_end|>`` (so the model learns to stop);
-    ``add_generation_prompt`` ends with ``<|im_start|>assistant\\n`` for the model to continue.
-    """
-    _check_messages(messages)
-    segs = []
-    for m in messages:
-        reply = m["role"] == "assistant"
-        segs += [("<|im_start|>", True, False), (m["role"] + "\n", False, False),
-                 (m["content"].strip(), False, reply), ("<|im_end|>", True, reply),
-                 ("\n", False, False)]
-    if add_generation_prompt:
-        segs += [("<|im_start|>", True, False), ("assistant\n", False, False)]
-    return [s for s in segs if s[0]]
-
-
-def llama2_segments(messages: list[dict], add_generation_prompt: bool = False) -> list[tuple]:
-    """Llama-2 chat (Touvron et al. 2023): ``<s>[INST] <<SYS>>\\nsys\\n<</SYS>>\\n\\nuser [/INST]
-    reply </s>``, then ``<s>[INST] user [/INST] reply </s>`` for each later turn.
-
-    The reply is `` reply `` and its ``</s>``. ``add_generation_prompt`` is a no-op: a
-    conversation that ends with the user's turn already ends with ``[/INST]``.
-    """
-    _check_messages(messages)
-    msgs = list(messages)
-    system = msgs.pop(0)["content"] if msgs[0]["role"] == "system" else None
-    segs: list = []
-    first = True
-    for m in msgs:
-        content = m["content"].strip()
-        if m["role"] == "user":
-            segs += [("<s>", True, False), ("[INST]", True, False)]
-            if first and system is not None:
-                segs += [(" ", False, False), ("<<SYS>>", True, False),
-                         ("\n" + system.strip() + "\n", False, False), ("<</SYS>>", True, False),
-                         ("\n\n" + content + " ", False, False)]
-            else:
-                segs += [(" " + content + " ", False, False)]
-            segs += [("[/INST]", True, False)]
-            first = False
-        else:
-            if not segs or segs[-1][0] != "[/INST]":
-                raise ValueError("Llama-2 template: every assistant turn must follow a user turn")
-            segs += [(" " + content + " ", False, True), ("</s>", True, True)]
-    return segs
-
-
-def alpaca_segments(messages: list[dict], add_generation_prompt: bool = False) -> list[tuple]:
-    """Alpaca's plain-text prompt (Taori et al. 2023) for tokenizers without chat markers,
-    such as GPT-2's (section 9): ``### Instruction:\\nuser\\n\\n### Response:\\nreply<|endoftext|>``
-    per turn, with GPT-2's end-of-text as the stop token. A system message opens the text.
-    """
-    _check_messages(messages)
-    segs: list = []
-    for m in messages:
-        content = m["content"].strip()
-        if m["role"] == "system":
-            segs += [(content + "\n\n", False, False)]
-        elif m["role"] == "user":
-            segs += [("### Instruction:\n" + content + "\n\n### Response:\n", False, False)]
-        else:
-            segs += [(content, False, True), ("<|endoftext|>", True, True), ("\n\n", False, False)]
-    return segs
-
-
-TEMPLATES = {"chatml": chatml_segments, "llama2": llama2_segments, "alpaca": alpaca_segments}
-STOP_TOKENS = {"chatml": "<|im_end|>", "llama2": "</s>", "alpaca": "<|endoftext|>"}  # ends a reply
-
-
-def render(messages: list[dict], template: str = "chatml", add_generation_prompt: bool = False) -> str:
-    """The conversation as text in ``template`` ("chatml", "llama2" or "alpaca")."""
-    return "".join(s[0] for s in _segments(messages, template, add_generation_prompt))
-
-
-def _segments(messages, template, add_generation_prompt):
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown chat template {template!r}; expected one of {sorted(TEMPLATES)}")
-    return TEMPLATES[template](messages, add_generation_prompt)
-
-
-def tokenize_chat(messages: list[dict], tok, template: str = "chatml",
-                  add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
-    """Token ids of the rendered conversation and a 0/1 mask: 1 on reply tokens.
-
-    Template markers become their reserved special ids; message text is encoded as ordinary
-    text (a ``<|im_end|>`` typed by a user stays characters, never a turn boundary).
-    """
-    ids, mask = [], []
-    for text, special, reply in _segments(messages, template, add_generation_prompt):
-        piece = [tok.special_tokens[text]] if special else tok.encode(text, allowed_special="none")
-        ids += piece
-        mask += [int(reply)] * len(piece)
-    return ids, mask
-
-
-# --------------------------------------------------------------------------------------------
 # 3. Loss only on the response
 # --------------------------------------------------------------------------------------------
-
-
-def make_targets(ids: list[int], mask: list[int], train_on_prompt: bool = False) -> tuple[list, list]:
-    """Inputs and next-token targets of one conversation; prompt targets become -100.
-
-    ``x = ids[:-1]``; ``y[t] = ids[t + 1]`` where token t + 1 is a reply token, else -100.
-    With ``train_on_prompt`` every target is kept (plain language modelling, the ablation).
-
-    >>> make_targets([5, 6, 7, 8], [0, 0, 1, 1])
-    ([5, 6, 7], [-100, 7, 8])
-    """
-    if len(ids) != len(mask) or len(ids) < 2:
-        raise ValueError(f"need ids and mask of the same length >= 2, got {len(ids)} and {len(mask)}")
-    x = list(ids[:-1])
-    y = [t if (m or train_on_prompt) else IGNORE_INDEX for t, m in zip(ids[1:], mask[1:])]
-    return x, y
 
 
 def masked_nll_naive(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -536,25 +393,6 @@ def masked_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX)
-
-
-def mask_html(tok, ids: list[int], mask: list[int]) -> str:
-    """HTML of a tokenised conversation, one coloured box per token: green where the token is
-    a reply token (its loss counts), grey where its target is -100. Newlines show as ``\\n``.
-    """
-    import html
-
-    spans = []
-    for t, m in zip(ids, mask):
-        piece = tok.decode([t]).replace("\n", "\\n")
-        style = ("background:#b7e4b0;color:#000" if m else "background:#e6e6e6;color:#666")
-        weight = ";font-weight:bold" if t in tok.inverse_special else ""
-        spans.append(f'<span style="{style}{weight};border:1px solid #fff;padding:1px 2px;'
-                     f'font-family:monospace;white-space:pre">{html.escape(piece)}</span>')
-    legend = ('<div style="margin-top:4px;font-size:90%"><span style="background:#b7e4b0">'
-              '&nbsp;green&nbsp;</span> reply tokens (loss counts) &nbsp; <span style="background:'
-              '#e6e6e6">&nbsp;grey&nbsp;</span> system, user and template tokens (target -100)</div>')
-    return '<div style="line-height:1.9">' + "".join(spans) + "</div>" + legend
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,15 +509,15 @@ def sft_batch_fn(pad_id: int) -> Callable:
 
 
 def sft_train_config(sft_cfg, train_cfg, lr: float | None = None, max_steps: int | None = None):
-    """Pretraining's :class:`~llmlab.config.TrainConfig` with SFT's batch, budget and rate."""
-    import dataclasses
+    """Pretraining's :class:`~llmlab.config.TrainConfig` with SFT's batch, budget and rate
+    (:func:`llmlab.train.fine_tune_config` with the fields of ``sft_cfg``)."""
+    from .train import fine_tune_config
 
-    return dataclasses.replace(
-        train_cfg, batch_size=sft_cfg.batch_size, grad_accum=1,
-        max_steps=sft_cfg.max_steps if max_steps is None else max_steps,
-        lr=sft_cfg.lr if lr is None else lr, warmup_steps=sft_cfg.warmup_steps,
-        weight_decay=sft_cfg.weight_decay, eval_every=sft_cfg.eval_every,
-        eval_batches=sft_cfg.eval_batches, compile=False, seed=sft_cfg.seed)
+    return fine_tune_config(train_cfg, lr=sft_cfg.lr if lr is None else lr,
+                            max_steps=sft_cfg.max_steps if max_steps is None else max_steps,
+                            batch_size=sft_cfg.batch_size, warmup_steps=sft_cfg.warmup_steps,
+                            weight_decay=sft_cfg.weight_decay, eval_every=sft_cfg.eval_every,
+                            eval_batches=sft_cfg.eval_batches, seed=sft_cfg.seed)
 
 
 def sft_train(model, train_enc: list[Encoded], val_enc: list[Encoded], cfg, pad_id: int,
@@ -704,191 +542,64 @@ def sft_train(model, train_enc: list[Encoded], val_enc: list[Encoded], cfg, pad_
 
 
 # --------------------------------------------------------------------------------------------
-# 7-8. Replies and metrics
+# The recipes of the artifacts sft_data and sft (what llmlab.stages stores)
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop_id: int,
-                 also_stop: Iterable[int] = (), batch_size: int = 64) -> list[list[int]]:
-    """Greedy continuations of many prompts with :func:`llmlab.generate.generate`.
+def build_sft_data(folder: Path, world: World, c) -> dict:
+    """The recipe of ``sft_data`` (section 1): ``train.jsonl`` (``c.n_large`` conversations of
+    :func:`make_examples`; the first ``n_small`` are the small dataset), ``val.jsonl``
+    (conversations about held-out facts and entities) and ``eval.jsonl`` (:func:`eval_items`)
+    in ``folder``. ``c`` is the :class:`~llmlab.config.SFTConfig`."""
+    from .artifacts import atomic_write_text
 
-    Prompts of equal length share a batch (so no padding and one KV cache); each continuation
-    is cut after the first ``stop_id`` or ``also_stop`` id (kept) or ``max_new_tokens``, and
-    never runs past the model's ``block_size``.
+    split = split_world(world, c.eval_frac, c.seed)
+    train = make_examples(world, split, c.n_large, c.seed, c.max_story_chars)
+    val = make_examples(world, heldout_split(split), c.n_val, c.seed + 1, c.max_story_chars)
+    items = eval_items(world, split, c.max_story_chars)
+    for name, rows in (("train", train), ("val", val), ("eval", items)):
+        atomic_write_text(Path(folder) / f"{name}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    kinds: dict = {}
+    for r in train:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    return {"n_train": len(train), "n_val": len(val), "n_eval": len(items), "train_kinds": kinds,
+            "eval_facts": len(split.eval_facts), "eval_unknown": len(split.eval_unknown),
+            "eval_decline": len(split.eval_decline)}
+
+
+def build_sft_model(folder: Path, variant: str, c, train_cfg, block_size: int, base_model, tok,
+                    data: dict, pretrain_val_tokens, device=None) -> dict:
+    """The recipe of an SFT model (sections 3-5): fine-tune ``base_model`` in place as
+    ``variant`` of :data:`VARIANTS` prescribes, measure pretraining's validation loss before
+    and after, save ``model.pt`` in ``folder``; returns losses, wall time and those losses.
+
+    ``c`` is the :class:`~llmlab.config.SFTConfig`, ``train_cfg`` pretraining's
+    :class:`~llmlab.config.TrainConfig` (turned into SFT's by :func:`sft_train_config`),
+    ``data`` the ``{"train", "val", "eval"}`` conversations of :func:`build_sft_data`.
     """
-    from .generate import generate
+    from .device import seed_everything
+    from .train import estimate_loss, save_checkpoint
 
-    device = next(model.parameters()).device
-    block = model.config.block_size
-    stops = {stop_id, *also_stop}
-    out: list = [None] * len(prompts)
-    by_len: dict = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    for T, idxs in sorted(by_len.items()):
-        n_new = min(max_new_tokens, block - T)
-        for k in range(0, len(idxs), batch_size):
-            group = idxs[k:k + batch_size]
-            if n_new <= 0:
-                for i in group:
-                    out[i] = []
-                continue
-            idx = torch.tensor([prompts[i] for i in group], device=device)     # (B, T)
-            gen = generate(model, idx, n_new, temperature=0.0, eot_id=stop_id)  # (B, T + n)
-            for i, g in zip(group, gen[:, T:].tolist()):
-                cut = next((j for j, t in enumerate(g) if t in stops), None)
-                out[i] = g if cut is None else g[:cut + 1]
-    return out
-
-
-def generate_replies(model, tok, conversations: list[list[dict]], template: str = "chatml",
-                     max_new_tokens: int = 40) -> list[dict]:
-    """The model's greedy reply to each conversation (which ends with a user turn).
-
-    Returns ``{"text", "stopped"}`` per conversation: the decoded reply without its stop
-    token, and whether the model ended its turn with the template's stop token.
-    """
-    stop_id = tok.special_tokens[STOP_TOKENS[template]]
-    prompts = [tokenize_chat(c, tok, template, add_generation_prompt=True)[0] for c in conversations]
-    gens = greedy_batch(model, prompts, max_new_tokens, stop_id, also_stop=[tok.eot_id])
-    out = []
-    for g in gens:
-        stopped = bool(g) and g[-1] == stop_id
-        body = g[:-1] if g and g[-1] in (stop_id, tok.eot_id) else g
-        out.append({"text": tok.decode(body).strip(), "stopped": stopped,
-                    "special_inside": any(t in tok.inverse_special for t in body)})
-    return out
-
-
-def base_knows(model, tok, facts, max_new_tokens: int = 8) -> dict:
-    """For each fact, whether the base model completes its probe with the answer.
-
-    The probe is the canonical statement cut before the object ("The capital of Velmora is");
-    the fact counts as known when the greedy continuation starts with the object.
-    Returns ``{fact_id: bool}``.
-    """
-    facts = list(facts)
-    prompts = [tok.encode(f.probe, allowed_special="none") for f in facts]
-    gens = greedy_batch(model, prompts, max_new_tokens, tok.eot_id)
-    return {f.id: tok.decode(g).strip().lower().startswith(f.object.lower())
-            for f, g in zip(facts, gens)}
-
-
-def score_reply(item: dict, reply: dict) -> dict:
-    """Metrics of one reply to one held-out item (see :func:`evaluate`)."""
-    text = reply["text"].lower()
-    fmt = reply["stopped"] and bool(text) and not reply["special_inside"]
-    s = {"format": fmt}
-    if item["kind"] == "fact":
-        s["correct"] = fmt and re.search(r"\b" + re.escape(item["answer"].lower()) + r"\b",
-                                         text) is not None and IDK_PREFIX.lower() not in text
-    elif item["kind"] == "unknown":
-        s["idk"] = fmt and text.startswith(IDK_PREFIX.lower())
-    elif item["kind"] == "decline":
-        s["refused"] = fmt and ("sorry" in text or "can't help" in text)
-    return s
-
-
-def evaluate(model, tok, items: list[dict], template: str = "chatml", known: dict | None = None,
-             max_new_tokens: int = 40) -> dict:
-    """Held-out metrics of ``model`` (notebook 04, section 8).
-
-    - ``format``: share of replies in the response format -- the model ends its turn with the
-      template's stop token, says something, and writes no other template marker (instead of
-      continuing the prompt);
-    - ``factual``: share of held-out fact questions answered with the right object, over the
-      facts in ``known`` that the base model knows (all held-out facts if ``known`` is None);
-    - ``idk``: share of questions about unknown entities answered "I don't know";
-    - ``refusal``: share of decline requests refused.
-
-    Returns the four shares, the counts behind them and the replies.
-    """
-    replies = generate_replies(model, tok, [it["messages"] for it in items], template, max_new_tokens)
-    scores = [score_reply(it, r) for it, r in zip(items, replies)]
-
-    def share(kind, key, keep=lambda it: True):
-        vals = [s[key] for it, s in zip(items, scores) if it["kind"] == kind and keep(it)]
-        return (sum(vals) / len(vals) if vals else float("nan")), len(vals)
-
-    fmt = [s["format"] for s in scores]
-    keep = (lambda it: known.get(it["fact_id"], False)) if known is not None else (lambda it: True)
-    factual, n_fact = share("fact", "correct", keep)
-    factual_all, _ = share("fact", "correct")
-    idk, n_unk = share("unknown", "idk")
-    refusal, n_dec = share("decline", "refused")
-    return {"format": sum(fmt) / len(fmt), "factual": factual, "factual_all_heldout": factual_all,
-            "idk": idk, "refusal": refusal, "n": len(items), "n_factual": n_fact,
-            "n_unknown": n_unk, "n_decline": n_dec, "replies": replies}
-
-
-def metrics_row(m: dict) -> dict:
-    """The four headline shares of an :func:`evaluate` result, rounded for a table (None where
-    a share has no prompts, e.g. ``factual`` when the base model knows no held-out fact)."""
-    return {k: nan_to_none(round(float(m[k]), 3)) for k in ("format", "factual", "idk", "refusal")}
-
-
-def nan_to_none(x: float):
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
-# --------------------------------------------------------------------------------------------
-# 9. The same SFT on real GPT-2 (online only)
-# --------------------------------------------------------------------------------------------
-
-
-class TiktokenChat:
-    """GPT-2's tiktoken encoding with the few members :func:`tokenize_chat` and
-    :func:`generate_replies` use (its only special token is ``<|endoftext|>``)."""
-
-    def __init__(self, enc):
-        self.enc = enc
-        self.eot_id = enc.eot_token
-        self.pad_id = enc.eot_token
-        self.special_tokens = {"<|endoftext|>": enc.eot_token}
-        self.inverse_special = {enc.eot_token: "<|endoftext|>"}
-
-    def encode(self, text: str, allowed_special="none") -> list[int]:
-        return self.enc.encode_ordinary(text)
-
-    def decode(self, ids) -> str:
-        return self.enc.decode(list(ids))
-
-
-def gpt2_sft_demo(load_model: Callable, train: list[dict], items: list[dict], steps: int = 300,
-                  lr: float = 3e-5, batch_size: int = 16, device=None) -> dict:
-    """Fine-tune real GPT-2 with this module's data, template, masking and loop (section 9).
-
-    ``load_model(device)`` returns GPT-2 as a :class:`~llmlab.model.GPT` (notebook 02's
-    converter, ``llmlab.hf``). Needs the network for the weights and tiktoken's GPT-2 files;
-    raises ``RuntimeError`` with the reason when they cannot be had. Returns the held-out
-    metrics before and after, the fine-tuning time and the peak GPU memory.
-    """
-    import dataclasses
-
-    from .config import TrainConfig
-    from .device import pick_device
-    from .tokenizer import gpt2_encoding
-
-    enc, reason = gpt2_encoding()
-    if enc is None:
-        raise RuntimeError(f"GPT-2 demo needs the network: {reason}")
-    tok = TiktokenChat(enc)
-    device = pick_device(device) if not hasattr(device, "type") else device
-    model = load_model(device)
-    block = min(model.config.block_size, 256)
-    train_enc, _ = encode_examples(train, tok, "alpaca", block)
-    val_enc, _ = encode_examples(train[-64:], tok, "alpaca", block)
-    before = metrics_row(evaluate(model, tok, items, "alpaca"))
-    cfg = dataclasses.replace(TrainConfig(), batch_size=batch_size, max_steps=steps, lr=lr,
-                              warmup_steps=max(steps // 20, 1), weight_decay=0.0,
-                              eval_every=max(steps // 3, 1), eval_batches=4)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown SFT variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    v = VARIANTS[variant]
+    seed_everything(c.seed)
+    train = data["train"][:c.n_small] if v["data"] == "small" else data["train"]
+    train_enc, dropped = encode_examples(train, tok, c.template, block_size, v["train_on_prompt"])
+    val_enc, _ = encode_examples(data["val"], tok, c.template, block_size, v["train_on_prompt"])
+    pre_before = estimate_loss(base_model, pretrain_val_tokens, train_cfg, device)
+    lr = c.high_lr if v["lr"] == "high" else c.lr
+    cfg = sft_train_config(c, train_cfg, lr=lr)
     t0 = time.perf_counter()
-    sft_train(model, train_enc, val_enc, cfg, tok.pad_id, device=device)
+    res = sft_train(base_model, train_enc, val_enc, cfg, tok.pad_id, device=device)
     seconds = time.perf_counter() - t0
-    after = metrics_row(evaluate(model, tok, items, "alpaca"))
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"before": before, "after": after, "sft_seconds": round(seconds, 1),
-            "peak_gpu_gib": None if mem is None else round(mem, 2), "steps": steps}
+    pre_after = estimate_loss(base_model, pretrain_val_tokens, train_cfg, device)
+    save_checkpoint(Path(folder) / "model.pt", base_model)
+    return {"variant": variant, "lr": lr, "n_train": len(train_enc), "dropped": dropped,
+            "train_on_prompt": v["train_on_prompt"], "sft_seconds": round(seconds, 2),
+            "train_losses": [round(x, 4) for x in res.train_losses],
+            "val_losses": [[s, round(x, 4)] for s, x in res.val_losses],
+            "pretrain_val_before": round(pre_before, 4), "pretrain_val_after": round(pre_after, 4)}
+
+

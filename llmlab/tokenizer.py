@@ -40,6 +40,7 @@ from typing import Iterable
 import regex
 
 from .artifacts import atomic_write_text
+from .device import timed  # noqa: F401 (notebook 01 times the two trainers with tok.timed)
 
 # GPT-2's split pattern (Radford et al. 2019) and GPT-4's (cl100k_base, as in tiktoken): GPT-4's
 # caps digit runs at 3, matches contractions case-insensitively and keeps newlines apart.
@@ -610,12 +611,14 @@ def gpt2_encoding(timeout: float = 3.0):
         return None, f"tiktoken could not load gpt2: {type(exc).__name__}: {exc}"
 
 
-def timed(fn, *args, repeats: int = 3, **kwargs):
-    """Run ``fn`` ``repeats`` times; return ``(last result, median seconds)``."""
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return result, times[len(times) // 2]
+def build_tokenizer(folder: Path, texts: list[str], cfg) -> dict:
+    """The recipe of the ``tokenizer`` artifact (notebook 01, "Tokenizer"): byte-level BPE
+    trained on ``texts`` with ``cfg`` (a :class:`~llmlab.config.TokenizerConfig`), showing its
+    progress, saved as ``tokenizer.json`` in ``folder``; returns its sizes and training time."""
+    t0 = time.perf_counter()
+    tok = Tokenizer.train(texts, cfg.vocab_size, split_pattern(cfg.split_pattern), progress=True)
+    seconds = time.perf_counter() - t0
+    tok.save(Path(folder) / "tokenizer.json")
+    return {"vocab_size": tok.vocab_size, "n_merges": len(tok.merges),
+            "n_special": len(tok.special_tokens), "train_seconds": round(seconds, 3),
+            "n_docs": len(texts), "corpus_bytes": sum(len(t.encode("utf-8")) for t in texts)}

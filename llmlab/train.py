@@ -14,7 +14,9 @@ accumulation and clipping, mixed precision per ``llmlab.device``'s rules, period
 :func:`load_checkpoint`), tokens per second and MFU, optional ``torch.compile``, and
 DistributedDataParallel when launched with ``torchrun`` (section "Beyond one machine")::
 
-    torchrun --nproc_per_node=2 -m llmlab.train --preset smoke --train-bin train.bin --val-bin val.bin
+    torchrun --nproc_per_node=2 -m llmlab train --preset smoke --train-bin train.bin --val-bin val.bin
+
+(the command line lives in ``llmlab/__main__.py``).
 
 Batches: every process draws the same *global* micro-batch of ``batch_size * world_size``
 windows from one seeded generator and keeps its own slice, so N processes with ``batch_size=b``
@@ -22,7 +24,6 @@ see exactly the batches one process with ``batch_size=N*b`` sees.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -30,7 +31,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +41,8 @@ import torch.nn as nn
 from . import packing
 from .artifacts import atomic_write_bytes
 from .config import ModelConfig, TrainConfig
-from .device import autocast, choose_precision, grad_scaler, pick_device, seed_everything
+from .device import (GPU_PEAKS, autocast, choose_precision, gpu_peak, grad_scaler,  # noqa: F401
+                     measured_matmul_peak, peak_flops, pick_device, seed_everything, timed)
 from .model import GPT, build_model, model_kind
 
 # --------------------------------------------------------------------------------------------
@@ -251,21 +252,14 @@ def time_forward_backward(fn: Callable, shape: tuple, repeats: int = 7, n: int =
     x = torch.randn(*shape, generator=gen).to(device).requires_grad_()
     g = torch.randn(*shape, generator=gen).to(device)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def n_calls():
+        for _ in range(n):
+            fn(x).backward(g)
 
     for _ in range(3):
         fn(x).backward(g)
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn(x).backward(g)
-        sync()
-        times.append((time.perf_counter() - t0) / n)
-    return 1000.0 * float(np.median(times))
+    _, seconds = timed(n_calls, repeats=repeats, device=device)
+    return 1000.0 * seconds / n
 
 
 def bits_per_byte(loss_nats: float, n_tokens: int, n_bytes: int) -> float:
@@ -283,58 +277,6 @@ def bytes_of_tokens(tokenizer, ids) -> int:
     ids = [int(t) for t in ids]
     text = [t for t in ids if t != tokenizer.eot_id]
     return len(tokenizer.decode_bytes(text)) + (len(ids) - len(text))
-
-
-@lru_cache(maxsize=None)
-def measured_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """This CPU's fp32 matmul throughput in FLOP/s (best of ``repeats`` n x n products)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-
-# dense (no sparsity) peak FLOP/s by GPU name and precision, from the vendors' data sheets
-GPU_PEAKS = {"H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
-             "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-             "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-             "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-             "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
-             "L40": {"bf16": 181e12, "fp16": 181e12, "fp32": 90.5e12},
-             "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
-             "A10": {"bf16": 125e12, "fp16": 125e12, "fp32": 31e12},
-             "T4": {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12},
-             "V100": {"bf16": 125e12, "fp16": 125e12, "fp32": 15.7e12}}
-
-
-def peak_flops(device: torch.device, precision: str = "fp32") -> float:
-    """The peak FLOP/s MFU is measured against: a GPU's data-sheet dense peak for ``precision``,
-    or this CPU's measured fp32 matmul throughput (:func:`measured_matmul_peak`)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return gpu_peak(torch.cuda.get_device_name(device), precision)
-    return measured_matmul_peak()
-
-
-def gpu_peak(name: str, precision: str) -> float:
-    """Data-sheet dense peak of the GPU called ``name`` (as CUDA reports it); NaN if unknown.
-
-    The first key of :data:`GPU_PEAKS` found in the name wins, so specific names come first:
-
-    >>> gpu_peak("NVIDIA L40S", "bf16") / 1e12, gpu_peak("NVIDIA L4", "bf16") / 1e12
-    (362.0, 121.0)
-    >>> gpu_peak("NVIDIA H100 PCIe", "bf16") / 1e12, gpu_peak("NVIDIA H100 80GB HBM3", "bf16") / 1e12
-    (756.0, 989.0)
-    """
-    for key, peaks in GPU_PEAKS.items():
-        if key in name:
-            return peaks[precision]
-    return float("nan")
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, peak: float) -> float:
@@ -442,6 +384,31 @@ def _all_mean(value: float, d: Dist, device) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def train_simple(model: nn.Module, train_data, steps: int, lr: float = 1e-3, batch_size: int = 8,
+                 seed: int = 0, batch_fn: Callable | None = None,
+                 loss_fn: Callable | None = None) -> list[float]:
+    """The overview's five-line loop, runnable (notebook 02, "Training"); returns the losses.
+
+    Plain AdamW at a constant rate, no weight decay, no clipping, fp32, one batch per step.
+    Batches come from a generator seeded with ``seed`` exactly as in :func:`train`, so with the
+    same model, ``TrainConfig(lr=lr, warmup_steps=0, min_lr_frac=1.0, weight_decay=0.0,
+    grad_clip=0.0, seed=seed)`` the full loop makes the same updates: this loop is its test oracle.
+    """
+    block = unwrap(model).config.block_size
+    batch_fn = batch_fn or (lambda data, b, g: random_batch(data, b, block, g))
+    loss_fn = loss_fn or lm_loss
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        batch = batch_fn(train_data, batch_size, gen)   # (x, y), each (B, T); y is x shifted by one
+        loss, _ = loss_fn(model, batch)                 # next-token cross-entropy
+        loss.backward(); opt.step(); opt.zero_grad()    # noqa: E702 (the overview's line)
+        losses.append(loss.item())
+    return losses
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` measured."""
@@ -458,6 +425,7 @@ class TrainResult:
     tokens: int = 0                                   # training tokens seen in total
     precision: str = "fp32"                           # fp32, bf16 or fp16
     world_size: int = 1                               # processes (DDP)
+    stopped_early: bool = False                       # the callback stopped the run
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -477,7 +445,10 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
       next-token prediction). The loop owns everything else: precision, scaler, accumulation,
       clipping, schedule, resume, DDP.
     - ``callback(step, info)`` after every step; ``info`` has ``loss``, ``lr`` and, on
-      evaluation steps, ``val_loss``. The notebook's live loss plot is one.
+      evaluation steps, ``val_loss``. The notebook's live loss plot is one. A callback that
+      returns ``False`` or raises ``StopIteration`` stops the run cleanly after that step:
+      the checkpoint is written (so ``resume=True`` continues from it) and the result says
+      ``stopped_early``.
     - ``checkpoint_path``: written at every evaluation and at the end; with ``resume=True``
       training continues from it exactly as an uninterrupted run would (weights, optimiser,
       step, batch order and random state are all restored).
@@ -559,29 +530,15 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        # 4) gradient accumulation over micro-batches; DDP syncs gradients on the last one only
-        step_loss, step_metrics, step_tokens = 0.0, {}, 0
-        for micro in range(cfg.grad_accum):
+        # 4) the micro-batches of this step: every process draws the global batch, keeps its rows
+        micro_batches = []
+        for _ in range(cfg.grad_accum):
             batch = batch_fn(train_data, cfg.batch_size * d.world_size, gen)   # global (N*B, ...)
-            batch = to_device(shard(batch, d.rank, cfg.batch_size), device)    # this rank's (B, ...)
-            sync = (not d.enabled) or micro == cfg.grad_accum - 1
-            ctx = run_model.no_sync() if not sync else _null()
-            with ctx:
-                with autocast(device, precision):
-                    loss, metrics = loss_fn(run_model, batch)
-                check_finite(loss, step, micro)
-                scaler.scale(loss / cfg.grad_accum).backward()
-            step_loss += loss.item() / cfg.grad_accum
-            step_tokens += batch_tokens(batch) * d.world_size
-            for k, v in metrics.items():
-                step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / cfg.grad_accum
-        # 5) clip the global gradient norm, then the optimiser step
-        scaler.unscale_(optimizer)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+            micro_batches.append(to_device(shard(batch, d.rank, cfg.batch_size), device))  # (B, ...)
+        # 5) forward, backward, clip, optimiser step
+        step_loss, step_metrics = train_step(run_model, optimizer, scaler, micro_batches, loss_fn,
+                                             cfg.grad_clip, precision, device, step, d.enabled)
+        step_tokens = sum(batch_tokens(b) for b in micro_batches) * d.world_size
         step += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -589,7 +546,7 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
             train_time += time.perf_counter() - t0
             n_timed += 1
         n_steps_run += 1
-        # 6) bookkeeping: losses, throughput, evaluation, checkpoint
+        # 6) bookkeeping: losses, throughput, evaluation, checkpoint, callback
         step_loss = _all_mean(step_loss, d, device)
         result.train_losses.append(step_loss)
         result.train_metrics.append(step_metrics)
@@ -605,8 +562,9 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", **({"val": f"{info['val_loss']:.3f}"}
                                                         if "val_loss" in info else {}))
-        if callback is not None and d.master:
-            callback(step, info)
+        if callback is not None and _callback_stops(callback, step, info, d, device):
+            result.stopped_early = True
+            break
     if bar is not None:
         bar.close()
     if result.val_losses[-1][0] != step:
@@ -616,6 +574,90 @@ def train(model: nn.Module, train_data, val_data, cfg: TrainConfig, device=None,
     result.mfu = mfu(flops_tok, result.tokens_per_sec / d.world_size, peak)
     result.wall_seconds = time.perf_counter() - t_start
     return result
+
+
+def train_step(model: nn.Module, optimizer, scaler, micro_batches: list, loss_fn: Callable,
+               grad_clip: float, precision, device, step: int = 0, ddp: bool = False
+               ) -> tuple[float, dict]:
+    """One optimiser step of :func:`train` (notebook 02, "Training"): the overview's
+    ``loss.backward(); opt.step(); opt.zero_grad()`` with the real loop's additions.
+
+    Unlike :func:`train_simple`'s step: the loss of each micro-batch is divided by their number
+    and the gradients add up (gradient accumulation = one big batch); the forward pass runs in
+    mixed precision with a gradient scaler for fp16; a non-finite loss stops the run; the global
+    gradient norm is clipped to ``grad_clip`` (0: no clipping); under DDP the processes average
+    gradients on the last micro-batch only. Returns the mean loss and mean metrics.
+    """
+    n = len(micro_batches)
+    step_loss, step_metrics = 0.0, {}
+    for micro, batch in enumerate(micro_batches):
+        sync = (not ddp) or micro == n - 1
+        with (model.no_sync() if not sync else _null()):
+            with autocast(device, precision):
+                loss, metrics = loss_fn(model, batch)
+            check_finite(loss, step, micro)
+            scaler.scale(loss / n).backward()
+        step_loss += loss.item() / n
+        for k, v in metrics.items():
+            step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / n
+    scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, step_metrics
+
+
+def _callback_stops(callback: Callable, step: int, info: dict, d: Dist, device) -> bool:
+    """Run the callback (on rank 0) and say whether it asked to stop: it returned ``False``
+    or raised ``StopIteration``. Under DDP every process learns rank 0's answer."""
+    stop = False
+    if d.master:
+        try:
+            stop = callback(step, info) is False
+        except StopIteration:
+            stop = True
+    if d.enabled:
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(stop)], device=device)
+        dist.broadcast(flag, src=0)
+        stop = bool(flag.item())
+    return stop
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe of the base model (what llmlab.stages.get_base_model stores)
+# --------------------------------------------------------------------------------------------
+
+
+def pretrain(model_cfg: ModelConfig, train_cfg: TrainConfig, train_data, val_data, device=None,
+             callback: Callable | None = None, progress: bool = True) -> tuple[GPT, TrainResult]:
+    """Train a fresh :class:`~llmlab.model.GPT` from scratch (notebook 02, section 4): seed with
+    ``train_cfg.seed``, build the model, run :func:`train`. Returns ``(model, TrainResult)``.
+    ``benchmarks/base_model.py`` times it."""
+    seed_everything(train_cfg.seed)
+    model = GPT(model_cfg)
+    result = train(model, train_data, val_data, train_cfg, device=device, callback=callback,
+                   progress=progress)
+    return model, result
+
+
+def build_base_model(folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, train_data,
+                     val_data, callback: Callable | None = None, progress: bool = True) -> dict:
+    """The recipe of the ``base_model`` artifact: :func:`pretrain`, then ``model.pt`` (a
+    checkpoint) and ``train_log.json`` (the :class:`TrainResult`) in ``folder``; returns the
+    headline numbers."""
+    model, res = pretrain(model_cfg, train_cfg, train_data, val_data, callback=callback,
+                          progress=progress)
+    save_checkpoint(Path(folder) / "model.pt", model.cpu(), state={"step": res.steps})
+    atomic_write_bytes(Path(folder) / "train_log.json", json.dumps(res.to_dict()).encode())
+    return {"steps": res.steps, "tokens": res.tokens, "final_train_loss": res.train_losses[-1],
+            "val_loss": res.val_losses[-1][1], "tokens_per_sec": round(res.tokens_per_sec, 1),
+            "mfu": round(res.mfu, 4), "wall_seconds": round(res.wall_seconds, 2),
+            "precision": res.precision, "params": model.num_params(),
+            "params_with_embeddings": model.num_params(non_embedding=False)}
 
 
 def check_finite(loss: torch.Tensor, step: int, micro: int) -> None:
@@ -678,57 +720,3 @@ class LossPlot:
             self.handle = display(self.fig, display_id=True)
         else:
             self.handle.update(self.fig)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line (what torchrun launches)
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv=None) -> int:
-    """``python -m llmlab.train`` or ``torchrun --nproc_per_node=N -m llmlab.train``."""
-    from .config import get_preset
-
-    ap = argparse.ArgumentParser(description="Pretrain llmlab's GPT (notebook 02).")
-    ap.add_argument("--preset", default=None, help="smoke, cpu or gpu")
-    ap.add_argument("--train-bin", help="uint16 token file (default: the preset's train.bin)")
-    ap.add_argument("--val-bin", help="uint16 token file (default: the preset's val.bin)")
-    ap.add_argument("--max-steps", type=int, help="override TrainConfig.max_steps")
-    ap.add_argument("--batch-size", type=int, help="override TrainConfig.batch_size (per process)")
-    ap.add_argument("--grad-accum", type=int, help="override TrainConfig.grad_accum")
-    ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
-    ap.add_argument("--out", help="write the TrainResult here as JSON (rank 0)")
-    ap.add_argument("--checkpoint", help="checkpoint path (rank 0 writes it)")
-    args = ap.parse_args(argv)
-    p = get_preset(args.preset)
-    overrides = {k: v for k, v in {"max_steps": args.max_steps, "batch_size": args.batch_size,
-                                   "grad_accum": args.grad_accum}.items() if v is not None}
-    cfg = dataclasses.replace(p.train, **overrides)
-    if args.train_bin:
-        train_data = packing.load_tokens(Path(args.train_bin))
-        val_data = packing.load_tokens(Path(args.val_bin or args.train_bin))
-    else:
-        from . import stages
-
-        tok = stages.get_tokens(p)
-        train_data = packing.load_tokens(tok.file("train.bin"))
-        val_data = packing.load_tokens(tok.file("val.bin"))
-    seed_everything(cfg.seed)
-    model = GPT(p.model)
-    res = train(model, train_data, val_data, cfg, device=args.device,
-                checkpoint_path=Path(args.checkpoint) if args.checkpoint else None)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"steps {res.steps} | final train loss {res.train_losses[-1]:.4f} | "
-              f"val loss {res.val_losses[-1][1]:.4f} | {res.tokens_per_sec:,.0f} tok/s")
-        if args.out:
-            Path(args.out).write_text(json.dumps(res.to_dict()))
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()              # no process tears down while another still talks to it
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -283,6 +283,14 @@ class World:
         nbytes = sum(len(p.text.encode("utf-8")) + 1 for p in pages)
         return sum(p.bits for p in pages) / max(nbytes, 1)
 
+    def entropy_of_pages(self, pages) -> float:
+        """Renderer entropy per byte of main text over ``pages`` (any list of this world's
+        pages, copies included: a copy counts its original's bits)."""
+        by_url = {pg.url: pg for pg in self.pages}
+        bits = sum(pg.bits if not pg.copy_type else by_url[pg.copy_of].bits for pg in pages)
+        nbytes = sum(len(pg.text.encode("utf-8")) + 1 for pg in pages)
+        return bits / max(nbytes, 1)
+
     def truth_records(self) -> list:
         keys = ("url", "kind", "quality", "cluster", "title", "lines", "charset", "fact_ids",
                 "copy_of", "copy_type", "bits")
@@ -920,3 +928,12 @@ def summary(world: World) -> dict:
 __all__ = ["World", "Entity", "Fact", "Page", "ChoiceRng", "build_world", "build_knowledge",
            "write_warc", "write_truth", "read_truth", "summary", "RELATIONS", "KINDS",
            "GOOD_KINDS", "BAD_KINDS", "plural", "a_an"]
+
+
+def write_crawl(world: World, folder: Path) -> dict:
+    """The recipe of the ``crawl`` artifact (notebook 01, section 1): ``crawl.warc.gz`` (gzip
+    WARC) and ``truth.jsonl.gz`` (ground truth) in ``folder``; returns the crawl's counts and the
+    world's summary."""
+    stats = write_warc(world, Path(folder) / "crawl.warc.gz")
+    write_truth(world, Path(folder) / "truth.jsonl.gz")
+    return stats | summary(world)

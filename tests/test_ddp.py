@@ -36,7 +36,7 @@ def test_two_processes_match_one(tmp_path):
     out = tmp_path / "ddp.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "llmlab.train", "--preset", "smoke", "--device", "cpu",
+           "-m", "llmlab", "train", "--preset", "smoke", "--device", "cpu",
            "--train-bin", str(tmp_path / "train.bin"), "--max-steps", str(steps),
            "--batch-size", "4", "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

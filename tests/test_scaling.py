@@ -304,3 +304,27 @@ def test_isoflop_without_two_minima_has_unknown_exponents():
     fit = scaling.fit_isoflop(rows)
     assert np.all(np.isnan(fit.n_opt)) and math.isnan(fit.a) and math.isnan(fit.b)
     assert scaling.bootstrap_isoflop(rows, n_boot=5)["n_failed"] == 5
+
+
+def test_flops_per_token_model_and_scaling_agree():
+    """One count of training FLOPs per token: GPT.flops_per_token (PaLM's 6(N + VC) + 12LTC)
+    and scaling.train_flops_per_token (3 x the forward breakdown) differ by exactly 6 FLOPs per
+    parameter that is not a matrix (biases and LayerNorm gains), which the breakdown leaves out."""
+    import torch.nn as nn
+
+    from llmlab.config import ModelConfig
+    from llmlab.model import GPT
+    from llmlab.scaling import train_flops_per_token
+
+    for L, C, H, V, T, bias in ((1, 16, 2, 64, 8, True), (2, 32, 4, 100, 16, False), (3, 48, 6, 512, 32, True)):
+        m = GPT(ModelConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C, bias=bias))
+        small = sum(p.numel() for mod in m.modules() for name, p in mod.named_parameters(recurse=False)
+                    if name == "bias" or isinstance(mod, nn.LayerNorm))
+        assert m.flops_per_token() - train_flops_per_token(L, C, V, T) == 6 * small
+
+
+def test_one_table_of_gpu_peaks():
+    from llmlab import device, scaling, train
+
+    assert train.GPU_PEAKS is device.GPU_PEAKS
+    assert scaling.GPU_PEAK_FLOPS == {g: device.GPU_PEAKS[g]["bf16"] for g in scaling.GPU_PEAK_FLOPS}

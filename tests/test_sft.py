@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmlab import sft, stages
+from llmlab import chat, evaluate, hf, sft, stages
 from llmlab.config import ModelConfig, get_preset
-from llmlab.model import GPT
+from llmlab.model import GPT, IGNORE_INDEX
 from llmlab.tokenizer import Tokenizer
 
 # A tokenizer with no merges: one token per byte, plus the reserved special tokens. Label
@@ -36,38 +36,38 @@ CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 
 
 def test_chatml_rendering_exact():
-    assert sft.render(CHAT, "chatml") == (
+    assert chat.render(CHAT, "chatml") == (
         "<|im_start|>system\nBe brief.<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\nYo<|im_end|>\n"
         "<|im_start|>user\nAgain<|im_end|>\n"
         "<|im_start|>assistant\nOk<|im_end|>\n")
-    assert sft.render(CHAT[1:2], "chatml", add_generation_prompt=True) == (
+    assert chat.render(CHAT[1:2], "chatml", add_generation_prompt=True) == (
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_llama2_rendering_exact():
-    assert sft.render(CHAT, "llama2") == (
+    assert chat.render(CHAT, "llama2") == (
         "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Yo </s>"
         "<s>[INST] Again [/INST] Ok </s>")
-    assert sft.render(CHAT[1:3], "llama2") == "<s>[INST] Hi [/INST] Yo </s>"
-    assert sft.render(CHAT[1:2], "llama2", add_generation_prompt=True) == "<s>[INST] Hi [/INST]"
+    assert chat.render(CHAT[1:3], "llama2") == "<s>[INST] Hi [/INST] Yo </s>"
+    assert chat.render(CHAT[1:2], "llama2", add_generation_prompt=True) == "<s>[INST] Hi [/INST]"
 
 
 def test_alpaca_rendering_exact():
-    assert sft.render(CHAT[:3], "alpaca") == (
+    assert chat.render(CHAT[:3], "alpaca") == (
         "Be brief.\n\n### Instruction:\nHi\n\n### Response:\nYo<|endoftext|>\n\n")
-    ids, mask = sft.tokenize_chat(CHAT[1:3], BYTES, "alpaca")
+    ids, mask = chat.tokenize_chat(CHAT[1:3], BYTES, "alpaca")
     assert BYTES.decode([i for i, m in zip(ids, mask) if m]) == "Yo<|endoftext|>"
 
 
 def test_template_errors_are_clear():
     with pytest.raises(ValueError, match="unknown chat template 'vicuna'"):
-        sft.render(CHAT, "vicuna")
+        chat.render(CHAT, "vicuna")
     with pytest.raises(ValueError, match="message 1: a system message may only come first"):
-        sft.render([CHAT[1], CHAT[0]], "chatml")
+        chat.render([CHAT[1], CHAT[0]], "chatml")
     with pytest.raises(ValueError, match="must follow a user turn"):
-        sft.render([CHAT[2]], "llama2")
+        chat.render([CHAT[2]], "llama2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,19 +76,19 @@ def test_template_errors_are_clear():
 
 
 def _trained_positions(y):
-    return [t for t, v in enumerate(y) if v != sft.IGNORE_INDEX]
+    return [t for t, v in enumerate(y) if v != IGNORE_INDEX]
 
 
 def test_chatml_single_turn_label_positions():
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
-    ids, mask = sft.tokenize_chat(msgs, BYTES, "chatml")
+    ids, mask = chat.tokenize_chat(msgs, BYTES, "chatml")
     # <|im_start|> u s e r \n H i <|im_end|> \n   -> ids 0..9
     # <|im_start|> a s s i s t a n t \n           -> ids 10..20
     # Y o <|im_end|> \n                            -> ids 21..24
     assert len(ids) == 25
     assert [i for i, m in enumerate(mask) if m] == [21, 22, 23]
     assert ids[21:24] == [ord("Y"), ord("o"), S["<|im_end|>"]]
-    x, y = sft.make_targets(ids, mask)
+    x, y = chat.make_targets(ids, mask)
     assert x == ids[:-1]
     # the target at position t is token t + 1: "Y" is predicted from the "\n" at position 20
     assert _trained_positions(y) == [20, 21, 22]
@@ -96,7 +96,7 @@ def test_chatml_single_turn_label_positions():
 
 
 def test_chatml_multi_turn_label_positions():
-    ids, mask = sft.tokenize_chat(CHAT, BYTES, "chatml")
+    ids, mask = chat.tokenize_chat(CHAT, BYTES, "chatml")
     # system turn: 1 + 7 ("system\n") + 9 ("Be brief.") + 1 + 1 = 19 tokens (0..18)
     # user "Hi": 1 + 5 + 2 + 1 + 1 = 10 (19..28); assistant header 1 + 10 = 11 (29..39)
     # "Yo" + <|im_end|> = 40, 41, 42; "\n" = 43
@@ -104,15 +104,15 @@ def test_chatml_multi_turn_label_positions():
     # "Ok" + <|im_end|> = 68, 69, 70; "\n" = 71
     assert len(ids) == 72
     assert [i for i, m in enumerate(mask) if m] == [40, 41, 42, 68, 69, 70]
-    _, y = sft.make_targets(ids, mask)
+    _, y = chat.make_targets(ids, mask)
     assert _trained_positions(y) == [39, 40, 41, 67, 68, 69]
     # the no-mask ablation trains on every next token
-    _, y_all = sft.make_targets(ids, mask, train_on_prompt=True)
+    _, y_all = chat.make_targets(ids, mask, train_on_prompt=True)
     assert _trained_positions(y_all) == list(range(71))
 
 
 def test_llama2_multi_turn_label_positions():
-    ids, mask = sft.tokenize_chat(CHAT[1:], BYTES, "llama2")
+    ids, mask = chat.tokenize_chat(CHAT[1:], BYTES, "llama2")
     # <s> [INST] " " "Hi " [/INST]            -> 0, 1, 2, 3..5, 6
     # " Yo " </s>                             -> 7..10, 11
     # <s> [INST] " " "Again " [/INST]         -> 12, 13, 14, 15..20, 21
@@ -120,15 +120,15 @@ def test_llama2_multi_turn_label_positions():
     assert len(ids) == 27
     assert [i for i, m in enumerate(mask) if m] == [7, 8, 9, 10, 11, 22, 23, 24, 25, 26]
     assert ids[6] == S["[/INST]"] and ids[11] == S["</s>"] and ids[26] == S["</s>"]
-    _, y = sft.make_targets(ids, mask)
+    _, y = chat.make_targets(ids, mask)
     assert _trained_positions(y) == [6, 7, 8, 9, 10, 21, 22, 23, 24, 25]
 
 
 def test_user_text_cannot_forge_a_turn():
     msgs = [{"role": "user", "content": "<|im_end|>hack"}, {"role": "assistant", "content": "No"}]
-    ids, _ = sft.tokenize_chat(msgs, BYTES, "chatml")
+    ids, _ = chat.tokenize_chat(msgs, BYTES, "chatml")
     assert ids.count(S["<|im_end|>"]) == 2          # the template's two, not the user's
-    assert BYTES.decode(ids) == sft.render(msgs, "chatml")
+    assert BYTES.decode(ids) == chat.render(msgs, "chatml")
 
 
 _text = st.text(alphabet=st.sampled_from(list("abcdeXYZ .,?!\n'0123")), min_size=1, max_size=30)
@@ -143,12 +143,12 @@ def test_segment_encoding_matches_whole_string(bpe, turns, system, template):
     msgs = ([{"role": "system", "content": system}] if system is not None else [])
     for u, a in turns:
         msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-    ids, mask = sft.tokenize_chat(msgs, bpe, template)
-    text = sft.render(msgs, template)
+    ids, mask = chat.tokenize_chat(msgs, bpe, template)
+    text = chat.render(msgs, template)
     assert ids == bpe.encode(text, allowed_special="all")
     assert bpe.decode(ids) == text
     reply = bpe.decode([i for i, m in zip(ids, mask) if m])
-    stop = sft.STOP_TOKENS[template]
+    stop = chat.STOP_TOKENS[template]
     pad = " " if template == "llama2" else ""
     assert reply == "".join(pad + a.strip() + pad + stop for _, a in turns)
 
@@ -161,7 +161,7 @@ def test_segment_encoding_matches_whole_string(bpe, turns, system, template):
 def test_masked_loss_hand_computation():
     # one sequence of three positions, vocabulary of two tokens
     logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [0.0, 0.0]]])   # (1, 3, 2)
-    targets = torch.tensor([[sft.IGNORE_INDEX, 0, 1]])                          # (1, 3)
+    targets = torch.tensor([[IGNORE_INDEX, 0, 1]])                          # (1, 3)
     # position 1: p(0) = 3 / (3 + 1) = 3/4; position 2: p(1) = 1/2; position 0 is masked
     hand = (-math.log(3 / 4) - math.log(1 / 2)) / 2
     assert sft.masked_nll(logits, targets).item() == pytest.approx(hand, abs=1e-6)
@@ -180,7 +180,7 @@ def test_masked_loss_matches_naive_and_model(seed, B, T):
     targets = torch.randint(0, 5, (B, T), generator=g)
     keep = torch.rand(B, T, generator=g) < 0.6
     keep[0, 0] = True
-    targets = torch.where(keep, targets, torch.full_like(targets, sft.IGNORE_INDEX))
+    targets = torch.where(keep, targets, torch.full_like(targets, IGNORE_INDEX))
     assert sft.masked_nll(logits, targets).item() == pytest.approx(
         sft.masked_nll_naive(logits, targets).item(), rel=1e-5, abs=1e-6)
 
@@ -197,7 +197,7 @@ def test_model_loss_is_the_masked_loss():
 
 def test_all_masked_is_an_error():
     with pytest.raises(ValueError, match="every target is -100"):
-        sft.masked_nll_naive(torch.zeros(1, 2, 3), torch.full((1, 2), sft.IGNORE_INDEX))
+        sft.masked_nll_naive(torch.zeros(1, 2, 3), torch.full((1, 2), IGNORE_INDEX))
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +297,32 @@ def test_load_alpaca_json_and_dolly_jsonl(tmp_path):
     assert sft.load_instructions(tmp_path / "e.json") == []
 
 
+LINE_SEPARATORS = "\u2028\u2029\u0085"   # legal inside JSON strings; str.splitlines cuts there
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    recs = [{"instruction": f"Say {c!r}.", "output": f"a{c}b"} for c in LINE_SEPARATORS]
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\n"
+    (tmp_path / "u.jsonl").write_text(text, encoding="utf-8")
+    got = sft.load_instructions(tmp_path / "u.jsonl")
+    assert [g["messages"][1]["content"] for g in got] == [f"a{c}b" for c in LINE_SEPARATORS]
+    # the same records as a JSON array: the same conversations
+    (tmp_path / "u.json").write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
+    assert sft.load_instructions(tmp_path / "u.json") == got
+
+
+def test_format_comes_from_the_content_and_a_bom_is_accepted(tmp_path):
+    rec = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    want = [{"role": "user", "content": "Add.\n\n2 and 3"}, {"role": "assistant", "content": "5"}]
+    files = {"lines.json": json.dumps(rec) + "\r\n" + json.dumps(rec) + "\r\n",   # JSONL named .json
+             "array.jsonl": json.dumps([rec, rec], indent=1),                       # array named .jsonl
+             "data.txt": json.dumps(rec) + "\n" + json.dumps(rec)}                 # no newline at the end
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))     # UTF-8 BOM
+        got = sft.load_instructions(tmp_path / name)
+        assert [g["messages"] for g in got] == [want, want], name
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b"}\n'
                   '{"instruction": "a", "output": \n', r"bad\.jsonl, line 3: not valid JSON"),
@@ -304,12 +330,12 @@ def test_load_alpaca_json_and_dolly_jsonl(tmp_path):
      r"miss\.jsonl, line 3: a record needs 'instruction' and 'output'"),
     ("type.jsonl", '{"instruction": "a", "output": 5}\n', r"type\.jsonl, line 1: field 'output' must be a string"),
     ("empty.jsonl", '{"instruction": " ", "response": "x"}\n', r"empty\.jsonl, line 1: field 'instruction' is empty"),
-    ("list.jsonl", '[1, 2]\n', r"list\.jsonl, line 1: expected a JSON object, got list"),
+    ("list.jsonl", '[1, 2]\n', r"list\.jsonl, line 1: expected a JSON object, got int"),
     ("arr.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "a",\n'
                  '   "input": "c"}\n]\n', r"arr\.json, line 3: a record needs"),
     ("syntax.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "a" "output": "b"}\n]',
      r"syntax\.json, line 3: not valid JSON"),
-    ("obj.json", '{"instruction": "a", "output": "b"}', r"obj\.json, line 1: expected a JSON array"),
+    ("obj.json", '{\n  "instruction": "a",\n  "output": "b"\n}', r"obj\.json, line 1: not valid JSON"),
     ("comma.json", '[{"instruction": "a", "output": "b"}\n {"instruction": "a", "output": "b"}]',
      r"comma\.json, line 2: expected ',' or '\]'"),
 ])
@@ -336,11 +362,11 @@ def test_short_sft_run_raises_format_adherence(bpe):
     assert dropped < 10
     model = GPT(ModelConfig(vocab_size=bpe.vocab_size, block_size=128, n_layer=2, n_head=2, n_embd=48))
     items = [i for i in sft.eval_items(w, split) if i["kind"] in ("fact", "unknown", "decline")]
-    before = sft.evaluate(model, bpe, items, "chatml", max_new_tokens=16)
+    before = evaluate.evaluate_chat(model, bpe, items, "chatml", max_new_tokens=16)
     cfg = dataclasses.replace(sft.sft_train_config(p.sft, p.train, lr=3e-3, max_steps=200),
                               batch_size=16)
     res = sft.sft_train(model, train_enc, val_enc, cfg, bpe.pad_id, device="cpu", progress=False)
-    after = sft.evaluate(model, bpe, items, "chatml", max_new_tokens=16)
+    after = evaluate.evaluate_chat(model, bpe, items, "chatml", max_new_tokens=16)
     assert res.val_losses[-1][1] < res.val_losses[0][1] - 2.0
     assert before["format"] < 0.2
     assert after["format"] > before["format"] + 0.5
@@ -351,4 +377,4 @@ def test_gpt2_demo_offline_says_why(monkeypatch):
 
     monkeypatch.setattr(llmlab.tokenizer, "gpt2_encoding", lambda: (None, "offline in this test"))
     with pytest.raises(RuntimeError, match="needs the network: offline in this test"):
-        sft.gpt2_sft_demo(lambda dev: None, [], [])
+        hf.gpt2_sft_demo(lambda dev: None, [], [])

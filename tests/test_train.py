@@ -184,3 +184,82 @@ def test_loss_over_covers_every_token_once():
     from llmlab.train import bits_per_byte, loss_over
     assert loss_over(m, data, batch_size=1) == pytest.approx(total / 36, rel=1e-5)
     assert bits_per_byte(math.log(2), 100, 400) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("how", ["return False", "raise StopIteration"])
+def test_callback_stops_the_run_cleanly_with_a_checkpoint(tmp_path, how):
+    data = pattern_tokens(5_000)
+    cfg = TrainConfig(batch_size=4, max_steps=10, warmup_steps=1, eval_every=100, eval_batches=1)
+    seen = []
+
+    def callback(step, info):
+        seen.append(step)
+        if step == 3:
+            if how == "raise StopIteration":
+                raise StopIteration
+            return False
+        return None                     # None (the usual return) never stops a run
+
+    seed_everything(0)
+    ck = tmp_path / "ckpt.pt"
+    res = train(GPT(CFG), data, data, cfg, device="cpu", callback=callback, checkpoint_path=ck)
+    assert seen == [1, 2, 3] and res.steps == 3 and res.stopped_early
+    assert len(res.train_losses) == 3
+    _, ckpt = load_checkpoint(ck)
+    assert ckpt["state"]["step"] == 3                       # resumable from where it stopped
+    seed_everything(0)
+    full = train(GPT(CFG), data, data, cfg, device="cpu")
+    resumed = train(GPT(CFG), data, data, cfg, device="cpu", checkpoint_path=ck, resume=True)
+    assert not full.stopped_early and resumed.steps == 10
+    assert resumed.train_losses == full.train_losses
+
+
+def test_command_line_user_error_is_one_line_exit_2(capsys):
+    from llmlab.__main__ import main
+
+    assert main(["train", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown preset 'nope'" in err and "Traceback" not in err
+    assert main(["train", "--preset", "smoke", "--train-bin", "/nonexistent/train.bin"]) == 2
+    assert "no token file at /nonexistent/train.bin" in capsys.readouterr().err
+    assert main(["fly"]) == 2
+    assert "expected a command (train)" in capsys.readouterr().err
+
+
+def test_simple_loop_is_the_oracle_of_the_full_loop():
+    """Same init, same batches, fp32, constant rate, no decay or clipping: the same weights."""
+    from llmlab.train import train_simple
+
+    data = pattern_tokens(5_000)
+    seed_everything(0)
+    simple = GPT(CFG)
+    full = GPT(CFG)
+    full.load_state_dict(simple.state_dict())
+    losses = train_simple(simple, data, steps=5, lr=3e-3, batch_size=4, seed=7)
+    cfg = TrainConfig(batch_size=4, max_steps=5, lr=3e-3, warmup_steps=0, min_lr_frac=1.0,
+                      weight_decay=0.0, grad_clip=0.0, eval_every=100, eval_batches=1, seed=7)
+    res = train(full, data, data, cfg, device="cpu")
+    np.testing.assert_allclose(res.train_losses, losses, rtol=1e-6, atol=1e-6)
+    for (name, a), b in zip(simple.named_parameters(), full.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert losses[-1] < losses[0]                       # and it trained: the check can fail
+
+
+def test_timed_returns_the_result_and_the_median():
+    import time
+
+    from llmlab import tokenizer
+    from llmlab.device import timed
+
+    assert tokenizer.timed is timed                         # one timing helper
+    delays = iter([0.0, 0.05, 0.01])
+    calls = []
+
+    def work(tag):
+        calls.append(tag)
+        time.sleep(next(delays))
+        return tag
+
+    result, seconds = timed(work, "x", repeats=3)
+    assert result == "x" and calls == ["x"] * 3
+    assert 0.009 < seconds < 0.045                          # the median, not the mean or the max

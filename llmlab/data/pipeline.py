@@ -13,8 +13,8 @@ each step keeps:
 
 With the world's ground truth it also measures itself: extraction F1, duplicate-pair precision
 and recall against the world's duplicate clusters, and the quality filter's precision and recall
-against the world's labels. :func:`run_pipeline` does this for a preset's crawl;
-``llmlab.stages.get_corpus`` stores the result as ``corpus.jsonl.gz`` (read it with
+against the world's labels. :func:`build_corpus` is the recipe ``llmlab.stages.get_corpus``
+runs on a preset's crawl; it stores the result as ``corpus.jsonl.gz`` (read it with
 :func:`read_corpus`).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, Preset, get_preset
+from ..config import DataConfig
 from . import crawl, dedup, extract, mix, quality
 
 CORPUS_FILE = "corpus.jsonl.gz"
@@ -261,14 +261,14 @@ def _count(items) -> dict:
     return out
 
 
-def run_pipeline(preset: Preset | str | None = None, progress: bool = True) -> tuple[list, dict]:
-    """:func:`clean_crawl` on the world's crawl of ``preset``, scored against its ground truth."""
-    from .. import stages, world
-
-    p = preset if isinstance(preset, Preset) else get_preset(preset)
-    art = stages.get_crawl(p)
-    truth = world.read_truth(art.file("truth.jsonl.gz"))
-    return clean_crawl(art.file("crawl.warc.gz"), p.data, truth, progress)
+def build_corpus(folder: str | Path, warc_path: str | Path, truth: list[dict] | None,
+                 cfg: DataConfig) -> dict:
+    """The recipe of the ``corpus`` artifact (notebook 01, section 6): :func:`clean_crawl` on
+    a WARC file, the kept documents written to ``folder/corpus.jsonl.gz``; returns the report."""
+    docs, report = clean_crawl(warc_path, cfg, truth)
+    write_corpus(docs, Path(folder) / CORPUS_FILE)
+    return report | {"n_docs": len(docs),
+                     "n_bytes": sum(len(d["text"].encode("utf-8")) for d in docs)}
 
 
 def write_corpus(docs: list[dict], path: str | Path) -> None:

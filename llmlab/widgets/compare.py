@@ -6,7 +6,7 @@ Built-in ipywidgets only (Dropdown, Text, Button, Output, HBox, VBox), so Colab'
 """
 from __future__ import annotations
 
-from .. import sft
+from .. import evaluate
 
 
 def compare_replies(models: dict, tok, prompt: str, template: str = "chatml",
@@ -19,7 +19,7 @@ def compare_replies(models: dict, tok, prompt: str, template: str = "chatml",
     conv = [{"role": "user", "content": prompt}]
     out = {}
     for name, model in models.items():
-        r = sft.generate_replies(model, tok, [conv], template, max_new_tokens)[0]
+        r = evaluate.generate_replies(model, tok, [conv], template, max_new_tokens)[0]
         out[name] = r["text"] + ("" if r["stopped"] else "  [no stop token]")
     return out
 
