@@ -81,14 +81,16 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def collate_pairs(encoded: list[dict], pad_id: int) -> dict:
-    """A batch of encoded pairs: chosen and rejected stacked into one right-padded tensor.
+    """A batch of encoded pairs, right-padded to the longest sequence of the batch.
 
-    Returns ``{"idx": (2B, T), "last": (2B,)}``; rows ``:B`` are the chosen replies and rows
-    ``B:`` the rejected ones, so one forward pass scores both.
+    Returns ``{"idx": (B, 2, T), "last": (B, 2)}``: ``[:, 0]`` is the chosen reply and
+    ``[:, 1]`` the rejected one. The pair is the first dimension, as the shared loop expects of
+    every batch (it shards and counts rows along it), and one forward pass scores both replies.
     """
-    seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
-    last = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
-    return {"idx": pad_right(seqs, pad_id), "last": torch.tensor(last, dtype=torch.long)}
+    seqs = [s for e in encoded for s in (e["chosen"], e["rejected"])]
+    last = [[e["chosen_last"], e["rejected_last"]] for e in encoded]
+    idx = pad_right(seqs, pad_id)                                              # (2B, T)
+    return {"idx": idx.view(len(encoded), 2, -1), "last": torch.tensor(last, dtype=torch.long)}
 
 
 def reward_batch_fn(pad_id: int) -> Callable:
@@ -120,9 +122,9 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 def reward_loss(model: ScalarModel, batch: dict) -> tuple[torch.Tensor, dict]:
     """The reward model's objective for :func:`llmlab.train.train`: score chosen and rejected
     replies in one pass, then :func:`bt_loss`. Metrics: pairwise accuracy and mean margin."""
-    r = rewards_at(model, batch["idx"], batch["last"])                         # (2B,)
-    B = r.size(0) // 2
-    r_w, r_l = r[:B], r[B:]                                                    # (B,) each
+    idx, last = batch["idx"], batch["last"]                                    # (B, 2, T), (B, 2)
+    r = rewards_at(model, idx.flatten(0, 1), last.flatten()).view(-1, 2)       # (B, 2)
+    r_w, r_l = r[:, 0], r[:, 1]                                                # (B,) each
     loss = bt_loss(r_w, r_l)
     return loss, {"accuracy": (r_w > r_l).float().mean().item(),
                   "margin": (r_w - r_l).mean().item()}

@@ -195,7 +195,7 @@ def test_load_malformed_fixture_names_the_line():
     ("[1, 2]", "expected a JSON object"),
     (json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": ""}), "non-empty string"),
     (json.dumps({"chosen": "Assistant: b", "rejected": "Assistant: c"}), "must start with 'Human:'"),
-    (json.dumps({"chosen": "\n\nHuman: a", "rejected": "\n\nHuman: a"}), "start with 'Human:'"),
+    (json.dumps({"chosen": "\n\nHuman: a", "rejected": "\n\nHuman: a"}), "end with an 'Assistant:' turn"),
     (json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "rejected": "\n\nHuman: a\n\nAssistant: b"}),
      "end with an 'Assistant:' turn"),
     (json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: z\n\nAssistant: b"}),
