@@ -353,3 +353,48 @@ def length_slope(scores, lengths, golds) -> dict:
         n += len(rows)
     return {"slope_per_token": sxy / sxx if sxx > 0 else float("nan"), "n": n,
             "groups": sum(len(r) >= 2 for r in groups.values())}
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Everything notebook 05 and benchmarks/reward.py report, in one call
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[dict],
+             fresh: list[dict], temperature: float, template: str = "chatml") -> dict:
+    """The reward model measured on held-out pairs and fresh SFT samples (notebook 05, section 4).
+
+    - ``accuracy``: held-out pairs where the chosen reply scores higher (against the noisy
+      labels, as on real data), with ``correct``/``n``; ``gold_accuracy``: against the gold
+      judge's preference instead;
+    - ``ceiling``: :func:`llmlab.prefs.ceiling_accuracy` of the same pairs (the best any model
+      can do against these labels) and ``length``: :func:`length_baseline`;
+    - ``per_category``: ``{category: (correct, n)}``;
+    - ``spearman``: rank correlation of RM scores with gold scores over ``fresh`` samples;
+    - ``calibration``: :func:`calibration_bins` rows and their ``ece``.
+    Also returns the raw scores (``r_chosen``, ``r_rejected``, ``pairs``, ``fresh_scores``)
+    for the figures.
+    """
+    from . import prefs
+
+    enc, kept = encode_pairs(val_pairs, tok, template, model.config.block_size)
+    r_w, r_l = score_pairs(model, enc, tok.pad_id)
+    k, n = pair_accuracy(r_w, r_l)
+    gold_k = sum((a > b) == (p["gold_chosen"] > p["gold_rejected"]) for p, a, b in zip(kept, r_w, r_l))
+    deltas = [p["gold_chosen"] - p["gold_rejected"] for p in kept]
+    per_cat: dict = {}
+    for p, a, b in zip(kept, r_w, r_l):
+        c = per_cat.setdefault(p["category"], [0, 0])
+        c[0] += int(a > b)
+        c[1] += 1
+    fresh_scores = score_replies(model, tok, [f["messages"] for f in fresh],
+                                 [f["reply"] for f in fresh], template) if fresh else []
+    rows = calibration_bins(r_w, r_l)
+    return {"accuracy": k / n, "correct": k, "n": n, "n_dropped": len(val_pairs) - n,
+            "gold_accuracy": gold_k / n, "gold_correct": gold_k,
+            "ceiling": prefs.ceiling_accuracy(deltas, temperature),
+            "length": length_baseline(train_pairs, kept),
+            "per_category": {c: tuple(v) for c, v in sorted(per_cat.items())},
+            "spearman": spearman(fresh_scores, [f["gold"] for f in fresh]) if fresh else float("nan"),
+            "n_fresh": len(fresh), "calibration": rows, "ece": expected_calibration_error(rows),
+            "r_chosen": r_w, "r_rejected": r_l, "pairs": kept, "fresh_scores": fresh_scores}
