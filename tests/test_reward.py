@@ -214,3 +214,53 @@ def test_batches_put_the_pair_first(tiny_rm):
     from llmlab.train import shard
     part = reward.reward_loss(tiny_rm, shard(b, 1, 1))[0].item()
     assert part == pytest.approx(each[1], abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# The quiz and the benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def test_quiz_items_answer_with_the_rm_and_mix_right_and_wrong():
+    from llmlab.widgets.quiz import quiz_items, quiz_table
+
+    values = {"capital": ["Kelton", "Morby"]}
+    item = {"kind": "fact", "subject": "Velmora", "relation": "capital", "answer": "Kelton"}
+    good, bad = "The capital of Velmora is Kelton.", "The capital of Velmora is Morby."
+    pairs = [{"messages": CONV, "chosen": good, "rejected": bad, "gold_chosen": 2.0,
+              "gold_rejected": -2.0, "item": item, "category": "facts"} for _ in range(10)]
+    r_w = [1.0] * 6 + [-1.0] * 4          # the RM is right on 6 pairs, wrong on 4
+    r_l = [0.0] * 10
+    items = quiz_items(pairs, r_w, r_l, values, n=6, seed=0)
+    assert len(items) == 6
+    wrong = [it for it in items if "but the gold judge prefers" in it["explanation"]]
+    assert len(wrong) == 3
+    for it in items:
+        assert it["answer"] == ("A" if it["rm_a"] > it["rm_b"] else "B")
+        assert {it["a"], it["b"]} == {good, bad}
+        gold_better = "A" if it["gold_a"] > it["gold_b"] else "B"
+        assert (it in wrong) == (gold_better != it["answer"])
+    rows = quiz_table(items)
+    assert len(rows) == 6 and rows[0]["RM scores higher"] in "AB"
+
+
+def test_reward_benchmark_prints_one_json_line(tmp_path):
+    """benchmarks/reward.py end to end at the smoke preset (builds the smoke chain in tmp)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, LLMLAB_CACHE=str(tmp_path / "cache"), LLMLAB_PRESET="smoke",
+               PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "reward.py"), "--threads", "1"],
+                         capture_output=True, text=True, timeout=900, check=True, env=env).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["benchmark"] == "reward" and res["preset"] == "smoke"
+    assert 0.5 < res["noise_ceiling"] <= 1 and 0 <= res["accuracy"] <= 1
+    assert res["accuracy_ci95"][0] <= res["accuracy"] <= res["accuracy_ci95"][1]
+    assert set(res["init_accuracy"]) == {"sft", "random"}
+    assert res["gap_to_ceiling"] == pytest.approx(res["noise_ceiling"] - res["accuracy"], abs=1e-3)
+    assert sum(c["n"] for c in res["per_category"].values()) == res["n_val_pairs"]
