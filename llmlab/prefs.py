@@ -278,14 +278,16 @@ def variant_pair(category: str, world: World, split, values: dict, rng: random.R
 @torch.no_grad()
 def sample_replies(model, tok, conversations: list[list[dict]], n_samples: int,
                    temperature: float = 1.0, max_new_tokens: int = 40, template: str = "chatml",
-                   seed: int = 0, batch_size: int = 64) -> list[list[dict]]:
+                   seed: int = 0, batch_size: int = 64, progress: bool = False) -> list[list[dict]]:
     """``n_samples`` sampled replies of the model to each conversation (on-policy replies).
 
     Unlike :func:`llmlab.sft.generate_replies` (greedy): each prompt is repeated
     ``n_samples`` times and sampled at ``temperature`` with :func:`llmlab.generate.generate`
     and its KV cache; prompts of equal length share a batch, so no padding is needed.
-    Returns ``[[{"text", "stopped"}, ...] per conversation]``.
+    Returns ``[[{"text", "stopped"}, ...] per conversation]``; ``progress`` shows a bar.
     """
+    from tqdm.auto import tqdm
+
     from .generate import generate
 
     device = next(model.parameters()).device
@@ -298,6 +300,7 @@ def sample_replies(model, tok, conversations: list[list[dict]], n_samples: int,
     for i, k in rows:
         by_len.setdefault(len(prompts[i]), []).append(i)
     out: list = [[] for _ in prompts]
+    bar = tqdm(total=len(rows), desc="sampling replies", unit="reply", disable=not progress)
     for T, idxs in sorted(by_len.items()):
         n_new = min(max_new_tokens, block - T)
         for s in range(0, len(idxs), batch_size):
@@ -309,11 +312,13 @@ def sample_replies(model, tok, conversations: list[list[dict]], n_samples: int,
             idx = torch.tensor([prompts[i] for i in group], device=device)      # (B, T)
             g = generate(model, idx, n_new, temperature=temperature, eot_id=stop_id,
                          generator=gen)                                        # (B, T + n)
+            bar.update(len(group))
             for i, cont in zip(group, g[:, T:].tolist()):
                 cut = next((j for j, t in enumerate(cont) if t in (stop_id, tok.eot_id)), None)
                 body = cont if cut is None else cont[:cut]
                 out[i].append({"text": tok.decode(body).strip(),
                                "stopped": cut is not None and cont[cut] == stop_id})
+    bar.close()
     return out
 
 
@@ -447,10 +452,11 @@ def on_policy_items(split, n: int, seed: int, eval_side: bool) -> list[dict]:
 
 
 def on_policy_candidates(model, tok, items: list[dict], n_samples: int, temperature: float,
-                         max_new_tokens: int, template: str = "chatml", seed: int = 0) -> list:
+                         max_new_tokens: int, template: str = "chatml", seed: int = 0,
+                         progress: bool = False) -> list:
     """``[(item, replies)]``: ``n_samples`` sampled SFT replies to each prompt item."""
     replies = sample_replies(model, tok, [it["messages"] for it in items], n_samples, temperature,
-                             max_new_tokens, template, seed)
+                             max_new_tokens, template, seed, progress=progress)
     return list(zip(items, replies))
 
 

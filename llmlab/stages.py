@@ -481,7 +481,8 @@ def get_prefs(preset: Preset | str | None = None, root: Path | None = None) -> A
         def candidates(n, seed, eval_side, samples):
             items = prefs_mod.on_policy_items(split, n, seed, eval_side)
             return prefs_mod.on_policy_candidates(model, tok, items, samples, c.sample_temperature,
-                                                  p.sft.max_new_tokens, p.sft.template, seed)
+                                                  p.sft.max_new_tokens, p.sft.template, seed,
+                                                  progress=True)
 
         train = prefs_mod.make_pairs(w, split, c.n_train, mix, c.label_temperature, c.seed, False,
                                      candidates(c.on_policy_prompts, c.seed, False, c.on_policy_samples))
