@@ -232,3 +232,65 @@ def config_hash(*cfgs) -> str:
     """A short stable hash of one or more configs: artifacts record it and rebuild when it changes."""
     blob = json.dumps([config_dict(c) for c in cfgs], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- notebook 05: preference pairs and the reward model ------------------------------------
+# Appended apart from ``Preset`` while that class is being refactored: each preset's values
+# live in PREF_PRESETS / REWARD_PRESETS below and are read with pref_config / reward_config.
+
+
+@dataclass(frozen=True)
+class PrefConfig:
+    """Preference pairs labelled by the gold judge (notebook 05, ``llmlab.prefs``)."""
+
+    n_train: int = 10000              # training pairs (prompts from SFT's training split)
+    n_val: int = 1000                 # held-out pairs (prompts about held-out facts and entities)
+    label_temperature: float = 1.0    # annotator noise T: P(a picked) = sigmoid((g_a - g_b) / T); 0 = none
+    mix: tuple = (("facts", 0.25), ("unknowns", 0.15), ("declines", 0.1), ("padding", 0.15),
+                  ("sycophancy", 0.15), ("on_policy", 0.2))  # share of pairs per category
+    on_policy_prompts: int = 3000     # prompts the SFT model answers for on-policy pairs (train side)
+    on_policy_samples: int = 4        # sampled replies per prompt; two with different gold scores make a pair
+    sample_temperature: float = 1.0   # sampling temperature of the on-policy replies
+    n_fresh: int = 300                # fresh held-out prompts whose SFT samples measure RM-vs-gold rank correlation
+    seed: int = 0                     # seeds prompts, replies, labels and sampling
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The reward model (notebook 05, ``llmlab.reward``)."""
+
+    init: str = "sft"                 # weights the body starts from: "sft", "base" or "random"
+    max_steps: int = 400              # optimiser steps of the reward model
+    batch_size: int = 32              # preference pairs per step (64 sequences)
+    lr: float = 3e-4                  # peak learning rate (SFT's)
+    warmup_steps: int = 20            # linear warmup steps
+    weight_decay: float = 0.0         # AdamW decay
+    eval_every: int = 50              # steps between held-out accuracy estimates
+    eval_batches: int = 8             # batches per held-out estimate
+    compare_steps: int = 150          # steps of each run in the SFT / base / random init comparison
+    seed: int = 0                     # seeds the head's init and the batch order
+
+
+PREF_PRESETS = {
+    "smoke": PrefConfig(n_train=300, n_val=120, on_policy_prompts=80, n_fresh=40),
+    "cpu": PrefConfig(),
+    "gpu": PrefConfig(n_train=40000, n_val=4000, on_policy_prompts=12000, n_fresh=1000),
+}
+REWARD_PRESETS = {
+    "smoke": RewardConfig(max_steps=30, batch_size=8, lr=1e-3, warmup_steps=3, eval_every=10,
+                          eval_batches=2, compare_steps=15),
+    "cpu": RewardConfig(),
+    "gpu": RewardConfig(max_steps=1500, batch_size=64, lr=1e-4, compare_steps=400),
+}
+
+
+def pref_config(preset: Preset | str | None = None) -> PrefConfig:
+    """The :class:`PrefConfig` of a preset (a :class:`Preset`, its name, or None for the default)."""
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    return PREF_PRESETS[p.name]
+
+
+def reward_config(preset: Preset | str | None = None) -> RewardConfig:
+    """The :class:`RewardConfig` of a preset (a :class:`Preset`, its name, or None for the default)."""
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    return REWARD_PRESETS[p.name]

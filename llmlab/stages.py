@@ -315,3 +315,150 @@ def load_sft_model(preset: Preset | str | None = None, device=None, variant: str
     model, _ = load_checkpoint(art.file("model.pt"), device=device)
     return model.eval()
 
+
+
+# --- notebook 05: preference pairs and the reward model (llmlab.prefs, llmlab.reward) -----
+
+
+def get_prefs(preset: Preset | str | None = None, root: Path | None = None) -> Artifact:
+    """Notebook 05's preference pairs (section 2): ``train.jsonl`` and ``val.jsonl`` (pairs of
+    :func:`llmlab.prefs.make_pairs`: controlled variants and the SFT model's own samples,
+    labelled by the gold judge with Bradley-Terry noise; ``val`` asks only about SFT's held-out
+    facts, entities and requests) and ``fresh.jsonl`` (one sampled SFT reply to each of
+    ``PrefConfig.n_fresh`` further held-out prompts, with its gold score). ``info`` holds
+    :func:`llmlab.prefs.pair_summary` of both splits."""
+    import json
+
+    from . import prefs as prefs_mod
+    from . import sft as sft_mod
+    from .artifacts import atomic_write_text
+    from .config import pref_config
+
+    p = _preset(preset)
+    c = pref_config(p)
+    sft_art = get_sft_model(p, root=root)
+    tok_art = get_tokenizer_artifact(p, root=root)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device, seed_everything
+
+        seed_everything(c.seed)
+        w = get_world(p)
+        tok = get_tokenizer(p, root=root)
+        model = load_sft_model(p, pick_device(), root=root)
+        split = sft_mod.split_world(w, p.sft.eval_frac, p.sft.seed)
+        mix = dict(c.mix)
+        n_val_prompts = max(8, c.on_policy_prompts * c.n_val // c.n_train)
+
+        def candidates(n, seed, eval_side, samples):
+            items = prefs_mod.on_policy_items(split, n, seed, eval_side)
+            return prefs_mod.on_policy_candidates(model, tok, items, samples, c.sample_temperature,
+                                                  p.sft.max_new_tokens, p.sft.template, seed,
+                                                  progress=True)
+
+        train = prefs_mod.make_pairs(w, split, c.n_train, mix, c.label_temperature, c.seed, False,
+                                     candidates(c.on_policy_prompts, c.seed, False, c.on_policy_samples))
+        val = prefs_mod.make_pairs(w, split, c.n_val, mix, c.label_temperature, c.seed + 1, True,
+                                   candidates(n_val_prompts, c.seed + 1, True, c.on_policy_samples))
+        values = prefs_mod.relation_values(w)
+        fresh = []
+        for item, replies in candidates(c.n_fresh, c.seed + 2, True, 1):
+            r = replies[0]
+            fresh.append({"messages": item["messages"], "item": {k: v for k, v in item.items()
+                                                                if k != "messages"},
+                          "reply": r["text"], "stopped": r["stopped"],
+                          "gold": prefs_mod.gold_score(item, r["text"], values).score})
+        for name, rows in (("train", train), ("val", val), ("fresh", fresh)):
+            atomic_write_text(tmp / f"{name}.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return {"train": prefs_mod.pair_summary(train, c.label_temperature),
+                "val": prefs_mod.pair_summary(val, c.label_temperature), "n_fresh": len(fresh)}
+
+    return ensure("prefs", p.name, [p.world, p.sft, c], build, deps=[sft_art, tok_art],
+                  code=[prefs_mod, sft_mod.split_world, sft_mod.tokenize_chat], root=root)
+
+
+def load_prefs(preset: Preset | str | None = None, root: Path | None = None) -> dict:
+    """``{"train", "val", "fresh"}``: the lists of :func:`get_prefs`."""
+    import json
+
+    art = get_prefs(preset, root=root)
+    return {name: [json.loads(line) for line in art.file(f"{name}.jsonl").read_text(
+        encoding="utf-8").splitlines()] for name in ("train", "val", "fresh")}
+
+
+# the reward-model runs notebook 05 compares: (initial weights, budget)
+REWARD_VARIANTS = {"main": ("config", "max_steps"), "sft_short": ("sft", "compare_steps"),
+                   "base_short": ("base", "compare_steps"), "random_short": ("random", "compare_steps")}
+
+
+def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
+                     root: Path | None = None, progress: bool = True) -> Artifact:
+    """A reward model (notebook 05): ``model.pt`` (a reward :class:`~llmlab.model.ScalarModel`
+    checkpoint) and ``info`` with its training curve (held-out accuracy per evaluation, on the
+    loop's fixed validation batches), wall time and pairs seen.
+
+    ``variant`` (:data:`REWARD_VARIANTS`): ``main`` (``RewardConfig.init`` weights,
+    ``max_steps``), and ``sft_short`` / ``base_short`` / ``random_short`` (section 5: the same
+    training for ``compare_steps`` from SFT, base or random weights).
+    """
+    import time
+
+    from . import reward as reward_mod
+    from . import train as train_mod
+    from .config import reward_config
+
+    p = _preset(preset)
+    rc = reward_config(p)
+    if variant not in REWARD_VARIANTS:
+        raise ValueError(f"unknown reward variant {variant!r}; expected one of {sorted(REWARD_VARIANTS)}")
+    init, budget = REWARD_VARIANTS[variant]
+    init = rc.init if init == "config" else init
+    steps = getattr(rc, budget)
+    prefs_art = get_prefs(p, root=root)
+    deps = [prefs_art, get_tokenizer_artifact(p, root=root)]
+    deps.append(get_sft_model(p, root=root) if init == "sft"
+                else get_base_model(p, root=root))  # noqa: F821 (notebook 02's section above)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device, seed_everything
+
+        device = pick_device()
+        tok = get_tokenizer(p, root=root)
+        data = load_prefs(p, root=root)
+        block = p.model.block_size
+        train_enc, _ = reward_mod.encode_pairs(data["train"], tok, p.sft.template, block)
+        val_enc, _ = reward_mod.encode_pairs(data["val"], tok, p.sft.template, block)
+        lm = (load_sft_model(p, root=root) if init == "sft" else
+              load_base_model(p, root=root) if init == "base" else None)  # noqa: F821
+        seed_everything(rc.seed)
+        model = reward_mod.reward_model_from(lm, p.model)
+        cfg = reward_mod.reward_train_config(rc, p.train, steps)
+        t0 = time.perf_counter()
+        res = reward_mod.train_reward_model(model, train_enc, val_enc, cfg, tok.pad_id, device,
+                                            progress=progress)
+        seconds = time.perf_counter() - t0
+        r_w, r_l = reward_mod.score_pairs(model, val_enc, tok.pad_id)
+        k, n = reward_mod.pair_accuracy(r_w, r_l)
+        train_mod.save_checkpoint(tmp / "model.pt", model.cpu())
+        return {"variant": variant, "init": init, "steps": steps, "batch_size": rc.batch_size,
+                "n_train": len(train_enc), "n_val": len(val_enc), "train_seconds": round(seconds, 2),
+                "val_accuracy": k / n, "val_correct": k,
+                "curve": [[s, m.get("accuracy"), m.get("margin")] for s, m in res.val_metrics],
+                "val_losses": [[s, round(x, 4)] for s, x in res.val_losses],
+                "train_losses": [round(x, 4) for x in res.train_losses]}
+
+    return ensure("reward" if variant == "main" else f"reward_{variant}", p.name,
+                  [p.model, p.sft, rc], build, deps=deps, code=[reward_mod], root=root)
+
+
+def load_reward_model(preset: Preset | str | None = None, device=None, variant: str = "main",
+                      root: Path | None = None):
+    """The reward :class:`~llmlab.model.ScalarModel` of :func:`get_reward_model`, in eval mode."""
+    from .device import pick_device
+    from .train import load_checkpoint
+
+    art = get_reward_model(preset, variant, root=root)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model, _ = load_checkpoint(art.file("model.pt"), device=device)
+    return model.eval()

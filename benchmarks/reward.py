@@ -1,0 +1,102 @@
+"""Benchmark of notebook 05: the reward model against its label-noise ceiling and a length baseline.
+
+    python benchmarks/reward.py                 # $LLMLAB_PRESET, else cpu (gpu with CUDA)
+    python benchmarks/reward.py --preset smoke  # seconds
+
+Trains the preset's reward model from the SFT model on the cached preference pairs
+(``llmlab.stages.get_prefs``; the pairs and the SFT model are built first if missing), timing
+the training, then measures it with ``llmlab.reward.evaluate``: held-out pairwise accuracy
+(with its Wilson interval) next to the ceiling that the labels' Bradley-Terry noise allows
+and the length-only baseline, accuracy per category, and the Spearman correlation of RM scores
+with gold scores on fresh SFT samples. Then the same training for ``compare_steps`` from SFT
+weights and from a random init. Goals at the cpu preset: accuracy within 3 points of the
+ceiling, at least 10 points above the length baseline, training <= 180 s on 2 cores.
+
+The last line of stdout is one JSON object with every figure and the goals beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from llmlab import reward, stages  # noqa: E402
+from llmlab.config import get_preset, pref_config, reward_config  # noqa: E402
+from llmlab.device import pick_device, seed_everything  # noqa: E402
+
+GOALS = {"max_gap_to_ceiling": 0.03, "min_gain_over_length": 0.10, "train_seconds": 180.0}
+
+
+def train_one(p, tok, data, init: str, steps: int, device):
+    """One reward-model run; returns (model, wall seconds)."""
+    rc = reward_config(p)
+    block = p.model.block_size
+    train_enc, _ = reward.encode_pairs(data["train"], tok, p.sft.template, block)
+    val_enc, _ = reward.encode_pairs(data["val"], tok, p.sft.template, block)
+    lm = stages.load_sft_model(p) if init == "sft" else None
+    seed_everything(rc.seed)
+    model = reward.reward_model_from(lm, p.model)
+    cfg = reward.reward_train_config(rc, p.train, steps)
+    t0 = time.perf_counter()
+    reward.train_reward_model(model, train_enc, val_enc, cfg, tok.pad_id, device, progress=False)
+    return model, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the 2-core target)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    p = get_preset(args.preset)
+    pc, rc = pref_config(p), reward_config(p)
+    device = pick_device()
+    tok = stages.get_tokenizer(p)
+    data = stages.load_prefs(p)
+    print(f"[reward] pairs: {len(data['train'])} train, {len(data['val'])} held out; "
+          f"{rc.max_steps} steps x {rc.batch_size} pairs", flush=True)
+    model, seconds = train_one(p, tok, data, "sft", rc.max_steps, device)
+    ev = reward.evaluate(model, tok, data["train"], data["val"], data["fresh"], pc.label_temperature,
+                         p.sft.template)
+    lo, hi = reward.wilson_interval(ev["correct"], ev["n"])
+    print(f"[reward] held-out accuracy {reward.fmt_rate(ev['correct'], ev['n'])}; ceiling "
+          f"{ev['ceiling']:.3f}; length-only {ev['length']['accuracy']:.3f}; {seconds:.1f} s", flush=True)
+    init_acc = {}
+    for init in ("sft", "random"):
+        m, s = train_one(p, tok, data, init, rc.compare_steps, device)
+        k, n = reward.pair_accuracy(*reward.score_pairs(
+            m, reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)[0], tok.pad_id))
+        init_acc[init] = round(k / n, 4)
+        print(f"[reward] {init} init, {rc.compare_steps} steps: {reward.fmt_rate(k, n)} ({s:.1f} s)",
+              flush=True)
+    gap = ev["ceiling"] - ev["accuracy"]
+    gain = ev["accuracy"] - ev["length"]["accuracy"]
+    out = {
+        "benchmark": "reward", "preset": p.name, "device": device.type, "threads": args.threads,
+        "n_train_pairs": len(data["train"]), "n_val_pairs": ev["n"], "steps": rc.max_steps,
+        "batch_size": rc.batch_size, "label_temperature": pc.label_temperature,
+        "accuracy": round(ev["accuracy"], 4), "accuracy_ci95": [round(lo, 4), round(hi, 4)],
+        "gold_accuracy": round(ev["gold_accuracy"], 4), "noise_ceiling": round(ev["ceiling"], 4),
+        "length_baseline": round(ev["length"]["accuracy"], 4),
+        "length_baseline_prefers": ev["length"]["prefers"],
+        "per_category": {c: {"accuracy": round(k / n, 4), "n": n} for c, (k, n) in ev["per_category"].items()},
+        "spearman_gold": round(ev["spearman"], 4), "n_fresh": ev["n_fresh"], "ece": round(ev["ece"], 4),
+        "train_seconds": round(seconds, 2), "compare_steps": rc.compare_steps,
+        "init_accuracy": init_acc, "gap_to_ceiling": round(gap, 4), "gain_over_length": round(gain, 4),
+        "goals": GOALS,
+        "met": {"max_gap_to_ceiling": gap <= GOALS["max_gap_to_ceiling"],
+                "min_gain_over_length": gain >= GOALS["min_gain_over_length"],
+                "train_seconds": seconds <= GOALS["train_seconds"]},
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,400 @@
+"""The reward model: a transformer that scores a (prompt, reply) with one number (notebook 05).
+
+A reward model is the SFT model with its language-model head replaced by a scalar head
+(:class:`llmlab.model.ScalarModel`), read at the **last token of the reply** -- the chat
+template's stop token, which has attended to the whole prompt and reply (InstructGPT, Ouyang
+et al. 2022, Sec. 3.5). It learns from preference pairs with the Bradley-Terry loss
+
+    loss = -log sigmoid(R(x, y_w) - R(x, y_l))            (InstructGPT, Eq. 1)
+
+so that ``sigmoid(R_w - R_l)`` predicts which reply the annotator picked. This module holds
+
+1. the objective (notebook 05, section 3): :func:`encode_pair` (prompt + reply tokens and the
+   index of the reply's last token), :func:`reward_batch_fn` (right-padded batches),
+   :func:`rewards_at` (the scalar head read at one position per row), :func:`bt_loss` (the
+   formula above as a pure function of two reward tensors) and :func:`reward_loss` (the
+   ``loss_fn`` for :func:`llmlab.train.train`, the loop every stage shares);
+2. the recipe: :func:`train_reward_model` from SFT, base or random weights (sections 3 and 5);
+3. the measurements (sections 4 and 6): :func:`score_pairs`, :func:`score_replies`,
+   :func:`pair_accuracy`, :func:`wilson_interval`, :func:`length_baseline`,
+   :func:`calibration_bins`, :func:`spearman`, :func:`length_slope`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import sft
+from .model import GPT, ScalarModel, gather_at
+
+# --------------------------------------------------------------------------------------------
+# 1. The objective
+# --------------------------------------------------------------------------------------------
+
+
+def encode_reply(messages: list[dict], reply: str, tok, template: str = "chatml") -> tuple[list[int], int]:
+    """Token ids of ``messages`` plus the assistant's ``reply``, cut after the reply's last
+    token (the template's stop token), and the index of that token.
+
+    The reward head is read at that index: its hidden state has attended to the prompt and the
+    whole reply, and anything after it (the template's newline, padding) cannot change it.
+    """
+    ids, mask = sft.tokenize_chat(list(messages) + [{"role": "assistant", "content": reply}], tok, template)
+    last = max(i for i, m in enumerate(mask) if m)
+    return ids[:last + 1], last
+
+
+def encode_pair(pair: dict, tok, template: str, block_size: int) -> dict | None:
+    """``{"chosen", "chosen_last", "rejected", "rejected_last"}`` of one preference pair, or
+    None when either sequence is longer than ``block_size``."""
+    ch, ch_last = encode_reply(pair["messages"], pair["chosen"], tok, template)
+    rj, rj_last = encode_reply(pair["messages"], pair["rejected"], tok, template)
+    if max(len(ch), len(rj)) > block_size:
+        return None
+    return {"chosen": ch, "chosen_last": ch_last, "rejected": rj, "rejected_last": rj_last}
+
+
+def encode_pairs(pairs: list[dict], tok, template: str, block_size: int) -> tuple[list, list]:
+    """Encode many pairs; returns ``(encoded, kept pairs)`` (pairs too long are dropped)."""
+    enc, kept = [], []
+    for p in pairs:
+        e = encode_pair(p, tok, template, block_size)
+        if e is not None:
+            enc.append(e)
+            kept.append(p)
+    return enc, kept
+
+
+def pad_right(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Right-pad token lists to the longest: (B, T_max). Causal attention never lets a real
+    token see padding that comes after it, so the reward read at the reply's last token does
+    not depend on how much padding follows."""
+    T = max(len(s) for s in seqs)
+    x = torch.full((len(seqs), T), pad_id, dtype=torch.long)                  # (B, T)
+    for b, s in enumerate(seqs):
+        x[b, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return x
+
+
+def collate_pairs(encoded: list[dict], pad_id: int) -> dict:
+    """A batch of encoded pairs, right-padded to the longest sequence of the batch.
+
+    Returns ``{"idx": (B, 2, T), "last": (B, 2)}``: ``[:, 0]`` is the chosen reply and
+    ``[:, 1]`` the rejected one. The pair is the first dimension, as the shared loop expects of
+    every batch (it shards and counts rows along it), and one forward pass scores both replies.
+    """
+    seqs = [s for e in encoded for s in (e["chosen"], e["rejected"])]
+    last = [[e["chosen_last"], e["rejected_last"]] for e in encoded]
+    idx = pad_right(seqs, pad_id)                                              # (2B, T)
+    return {"idx": idx.view(len(encoded), 2, -1), "last": torch.tensor(last, dtype=torch.long)}
+
+
+def reward_batch_fn(pad_id: int) -> Callable:
+    """A ``batch_fn`` for :func:`llmlab.train.train`: ``batch_size`` random pairs, collated."""
+    def batch_fn(data: list[dict], batch_size: int, generator: torch.Generator) -> dict:
+        ix = torch.randint(len(data), (batch_size,), generator=generator)       # (B,)
+        return collate_pairs([data[i] for i in ix.tolist()], pad_id)
+    return batch_fn
+
+
+def rewards_at(model: ScalarModel, idx: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """The reward of each row: the scalar head read at position ``last``. idx (B, T) -> (B,)."""
+    return gather_at(model(idx), last)                                         # (B,)
+
+
+def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry loss, InstructGPT Eq. 1: ``mean(-log sigmoid(r_w - r_l))``. (B,), (B,) -> ().
+
+    ``logsigmoid`` computes ``-log(1 + exp(-d))`` without overflow for large margins.
+
+    >>> round(bt_loss(torch.tensor([1.0]), torch.tensor([0.0])).item(), 4)   # log(1 + e^-1)
+    0.3133
+    >>> round(bt_loss(torch.tensor([0.0]), torch.tensor([0.0])).item(), 4)   # log 2
+    0.6931
+    """
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def reward_loss(model: ScalarModel, batch: dict) -> tuple[torch.Tensor, dict]:
+    """The reward model's objective for :func:`llmlab.train.train`: score chosen and rejected
+    replies in one pass, then :func:`bt_loss`. Metrics: pairwise accuracy and mean margin."""
+    idx, last = batch["idx"], batch["last"]                                    # (B, 2, T), (B, 2)
+    r = rewards_at(model, idx.flatten(0, 1), last.flatten()).view(-1, 2)       # (B, 2)
+    r_w, r_l = r[:, 0], r[:, 1]                                                # (B,) each
+    loss = bt_loss(r_w, r_l)
+    return loss, {"accuracy": (r_w > r_l).float().mean().item(),
+                  "margin": (r_w - r_l).mean().item()}
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Training
+# --------------------------------------------------------------------------------------------
+
+INITS = ("sft", "base", "random")
+
+
+def reward_model_from(lm: GPT | None, config=None) -> ScalarModel:
+    """A reward model whose body is a copy of ``lm`` (SFT or base weights), or a freshly
+    initialised GPT of ``config`` when ``lm`` is None (random init)."""
+    body = copy.deepcopy(lm).cpu() if lm is not None else GPT(config)
+    return ScalarModel(body, kind="reward")
+
+
+def reward_train_config(rcfg, train_cfg, max_steps: int | None = None):
+    """The shared loop's :class:`~llmlab.config.TrainConfig` for the reward model."""
+    from .train import fine_tune_config
+
+    steps = rcfg.max_steps if max_steps is None else max_steps
+    return fine_tune_config(train_cfg, lr=rcfg.lr, max_steps=steps, batch_size=rcfg.batch_size,
+                            warmup_steps=min(rcfg.warmup_steps, steps // 5),
+                            weight_decay=rcfg.weight_decay,
+                            eval_every=max(1, min(rcfg.eval_every, steps)),
+                            eval_batches=rcfg.eval_batches, seed=rcfg.seed)
+
+
+def train_reward_model(model: ScalarModel, train_enc: list[dict], val_enc: list[dict], cfg,
+                       pad_id: int, device=None, callback: Callable | None = None,
+                       progress: bool = True):
+    """Train ``model`` in place on encoded pairs (notebook 05, section 3); returns the loop's
+    :class:`~llmlab.train.TrainResult` (``val_metrics`` holds the validation accuracy).
+
+    This is pretraining's and SFT's loop, :func:`llmlab.train.train`, given a different
+    batch (:func:`reward_batch_fn`) and objective (:func:`reward_loss`).
+    """
+    from .train import train
+
+    return train(model, train_enc, val_enc, cfg, device=device, callback=callback,
+                 batch_fn=reward_batch_fn(pad_id), loss_fn=reward_loss, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Scoring
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score_sequences(model: ScalarModel, seqs: list[list[int]], lasts: list[int], pad_id: int,
+                    batch_size: int = 64) -> list[float]:
+    """Rewards of token sequences read at ``lasts`` (sequences sorted by length into batches)."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [0.0] * len(seqs)
+    for s in range(0, len(order), batch_size):
+        grp = order[s:s + batch_size]
+        idx = pad_right([seqs[i] for i in grp], pad_id).to(device)             # (B, T)
+        last = torch.tensor([lasts[i] for i in grp], device=device)            # (B,)
+        for i, r in zip(grp, rewards_at(model, idx, last).tolist()):
+            out[i] = r
+    model.train(was)
+    return out
+
+
+def score_pairs(model: ScalarModel, encoded: list[dict], pad_id: int) -> tuple[list, list]:
+    """``(rewards of the chosen replies, rewards of the rejected replies)``."""
+    seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
+    lasts = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
+    r = score_sequences(model, seqs, lasts, pad_id)
+    return r[:len(encoded)], r[len(encoded):]
+
+
+def score_replies(model: ScalarModel, tok, conversations: list[list[dict]], replies: list[str],
+                  template: str = "chatml") -> list[float]:
+    """The reward of each reply to its conversation (what PPO and the quiz ask for)."""
+    enc = [encode_reply(c, r, tok, template) for c, r in zip(conversations, replies)]
+    block = model.config.block_size
+    seqs = [ids[-block:] for ids, _ in enc]
+    lasts = [min(last, block - 1) for _, last in enc]
+    return score_sequences(model, seqs, lasts, tok.pad_id)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def pair_accuracy(r_chosen, r_rejected) -> tuple[int, int]:
+    """``(pairs where the chosen reply scores higher, pairs)``; a tie counts as wrong.
+
+    >>> pair_accuracy([1.0, 0.2, 0.5], [0.0, 0.3, 0.5])
+    (1, 3)
+    """
+    k = sum(a > b for a, b in zip(r_chosen, r_rejected))
+    return int(k), len(list(r_chosen))
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a rate of ``k`` successes in ``n`` trials (95% by default).
+
+    >>> [round(x, 3) for x in wilson_interval(8, 10)]
+    [0.49, 0.943]
+    """
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def fmt_rate(k: int, n: int) -> str:
+    """A rate as the series prints it.
+
+    >>> fmt_rate(8, 10)
+    '0.800 (95% CI 0.490-0.943, n=10)'
+    """
+    lo, hi = wilson_interval(k, n)
+    return f"{k / n:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={n})" if n else "n/a (n=0)"
+
+
+def length_baseline(train_pairs: list[dict], test_pairs: list[dict]) -> dict:
+    """The length-only reward model: prefer the longer reply (or the shorter, whichever is
+    right more often on ``train_pairs``); its accuracy on ``test_pairs`` (equal lengths count
+    half). Lengths in characters. A reward model must beat this to have learned content."""
+    def acc(pairs, sign):
+        s = 0.0
+        for p in pairs:
+            d = sign * (len(p["chosen"]) - len(p["rejected"]))
+            s += 1.0 if d > 0 else 0.5 if d == 0 else 0.0
+        return s / max(len(pairs), 1)
+    sign = 1 if acc(train_pairs, 1) >= acc(train_pairs, -1) else -1
+    return {"prefers": "longer" if sign > 0 else "shorter", "accuracy": acc(test_pairs, sign),
+            "n": len(test_pairs)}
+
+
+def calibration_bins(r_chosen, r_rejected, n_bins: int = 10) -> list[dict]:
+    """Reliability of ``sigmoid(R_a - R_b)`` as the probability that a is the chosen reply.
+
+    Each pair is shown in both orders (chosen first: outcome 1; rejected first: outcome 0), so
+    predictions cover [0, 1] symmetrically. Returns one row per non-empty bin of predicted
+    probability: ``{"lo", "hi", "predicted" (mean), "observed" (share chosen), "n"}``.
+    """
+    preds, outs = [], []
+    for a, b in zip(r_chosen, r_rejected):
+        p = 1 / (1 + math.exp(-(a - b))) if abs(a - b) < 700 else float(a > b)
+        preds += [p, 1 - p]
+        outs += [1, 0]
+    rows = []
+    for i in range(n_bins):
+        lo, hi = i / n_bins, (i + 1) / n_bins
+        sel = [j for j, p in enumerate(preds) if lo <= p < hi or (i == n_bins - 1 and p == 1.0)]
+        if sel:
+            rows.append({"lo": lo, "hi": hi, "predicted": sum(preds[j] for j in sel) / len(sel),
+                         "observed": sum(outs[j] for j in sel) / len(sel), "n": len(sel)})
+    return rows
+
+
+def expected_calibration_error(rows: list[dict]) -> float:
+    """Mean |predicted - observed| over the bins of :func:`calibration_bins`, weighted by count."""
+    n = sum(r["n"] for r in rows)
+    return sum(r["n"] * abs(r["predicted"] - r["observed"]) for r in rows) / max(n, 1)
+
+
+def ranks(x) -> list[float]:
+    """Ranks from 1, ties sharing their average rank.
+
+    >>> ranks([10, 20, 10, 30])
+    [1.5, 3.0, 1.5, 4.0]
+    """
+    x = list(x)
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    r = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def pearson(x, y) -> float:
+    x, y = list(map(float, x)), list(map(float, y))
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties averaged).
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    """
+    return pearson(ranks(x), ranks(y))
+
+
+def length_slope(scores, lengths, golds) -> dict:
+    """The reward model's length bias: the slope of RM score against reply length *within*
+    groups of equal gold score (each group's means removed, then one pooled least-squares
+    slope), in reward per token. Zero means length alone does not move the score."""
+    groups: dict = {}
+    for s, l, g in zip(scores, lengths, golds):
+        groups.setdefault(g, []).append((float(s), float(l)))
+    sxy = sxx = 0.0
+    n = 0
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        ms = sum(s for s, _ in rows) / len(rows)
+        ml = sum(l for _, l in rows) / len(rows)
+        sxy += sum((s - ms) * (l - ml) for s, l in rows)
+        sxx += sum((l - ml) ** 2 for _, l in rows)
+        n += len(rows)
+    return {"slope_per_token": sxy / sxx if sxx > 0 else float("nan"), "n": n,
+            "groups": sum(len(r) >= 2 for r in groups.values())}
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Everything notebook 05 and benchmarks/reward.py report, in one call
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[dict],
+             fresh: list[dict], temperature: float, template: str = "chatml") -> dict:
+    """The reward model measured on held-out pairs and fresh SFT samples (notebook 05, section 4).
+
+    - ``accuracy``: held-out pairs where the chosen reply scores higher (against the noisy
+      labels, as on real data), with ``correct``/``n``; ``gold_accuracy``: against the gold
+      judge's preference instead;
+    - ``ceiling``: :func:`llmlab.prefs.ceiling_accuracy` of the same pairs (the best any model
+      can do against these labels) and ``length``: :func:`length_baseline`;
+    - ``per_category``: ``{category: (correct, n)}``;
+    - ``spearman``: rank correlation of RM scores with gold scores over ``fresh`` samples;
+    - ``calibration``: :func:`calibration_bins` rows and their ``ece``.
+    Also returns the raw scores (``r_chosen``, ``r_rejected``, ``pairs``, ``fresh_scores``)
+    for the figures.
+    """
+    from . import prefs
+
+    enc, kept = encode_pairs(val_pairs, tok, template, model.config.block_size)
+    r_w, r_l = score_pairs(model, enc, tok.pad_id)
+    k, n = pair_accuracy(r_w, r_l)
+    gold_k = sum((a > b) == (p["gold_chosen"] > p["gold_rejected"]) for p, a, b in zip(kept, r_w, r_l))
+    deltas = [p["gold_chosen"] - p["gold_rejected"] for p in kept]
+    per_cat: dict = {}
+    for p, a, b in zip(kept, r_w, r_l):
+        c = per_cat.setdefault(p["category"], [0, 0])
+        c[0] += int(a > b)
+        c[1] += 1
+    fresh_scores = score_replies(model, tok, [f["messages"] for f in fresh],
+                                 [f["reply"] for f in fresh], template) if fresh else []
+    rows = calibration_bins(r_w, r_l)
+    return {"accuracy": k / n, "correct": k, "n": n, "n_dropped": len(val_pairs) - n,
+            "gold_accuracy": gold_k / n, "gold_correct": gold_k,
+            "ceiling": prefs.ceiling_accuracy(deltas, temperature),
+            "length": length_baseline(train_pairs, kept),
+            "per_category": {c: tuple(v) for c, v in sorted(per_cat.items())},
+            "spearman": spearman(fresh_scores, [f["gold"] for f in fresh]) if fresh else float("nan"),
+            "n_fresh": len(fresh), "calibration": rows, "ece": expected_calibration_error(rows),
+            "r_chosen": r_w, "r_rejected": r_l, "pairs": kept, "fresh_scores": fresh_scores}
