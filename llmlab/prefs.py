@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from . import sft
+from . import chat, evaluate, sft
 from .world import RELATIONS, World, fill
 
 # --------------------------------------------------------------------------------------------
@@ -116,13 +116,13 @@ def _mentions(text: str, value: str) -> bool:
 
 
 def is_refusal(text: str) -> bool:
-    """The refusal test of notebook 04 (``sft.score_reply``): "sorry" or "can't help"."""
+    """The refusal test of notebook 04 (``evaluate.score_reply``): "sorry" or "can't help"."""
     t = text.lower()
     return "sorry" in t or "can't help" in t
 
 
 def is_idk(text: str) -> bool:
-    return text.strip().lower().startswith(sft.IDK_PREFIX.lower())
+    return text.strip().lower().startswith(chat.IDK_PREFIX.lower())
 
 
 def gold_score(item: dict, reply: str, values: dict) -> Verdict:
@@ -261,7 +261,7 @@ def variant_pair(category: str, world: World, split, values: dict, rng: random.R
         return item, sft.idk_answer(e.name), invented
     if category == "declines":
         item = decline_item(rng.choice(split.eval_decline if eval_side else split.train_decline))
-        return item, sft.REFUSAL, rng.choice(COMPLIANCE)
+        return item, chat.REFUSAL, rng.choice(COMPLIANCE)
     if category == "padding":
         f = rng.choice(facts)
         item = fact_item(f, rng)
@@ -281,7 +281,7 @@ def sample_replies(model, tok, conversations: list[list[dict]], n_samples: int,
                    seed: int = 0, batch_size: int = 64, progress: bool = False) -> list[list[dict]]:
     """``n_samples`` sampled replies of the model to each conversation (on-policy replies).
 
-    Unlike :func:`llmlab.sft.generate_replies` (greedy): each prompt is repeated
+    Unlike :func:`llmlab.evaluate.generate_replies` (greedy): each prompt is repeated
     ``n_samples`` times and sampled at ``temperature`` with :func:`llmlab.generate.generate`
     and its KV cache; prompts of equal length share a batch, so no padding is needed.
     Returns ``[[{"text", "stopped"}, ...] per conversation]``; ``progress`` shows a bar.
@@ -291,8 +291,8 @@ def sample_replies(model, tok, conversations: list[list[dict]], n_samples: int,
     from .generate import generate
 
     device = next(model.parameters()).device
-    stop_id = tok.special_tokens[sft.STOP_TOKENS[template]]
-    prompts = [sft.tokenize_chat(c, tok, template, add_generation_prompt=True)[0] for c in conversations]
+    stop_id = tok.special_tokens[chat.STOP_TOKENS[template]]
+    prompts = [chat.tokenize_chat(c, tok, template, add_generation_prompt=True)[0] for c in conversations]
     gen = torch.Generator(device=device).manual_seed(seed)
     block = model.config.block_size
     rows = [(i, k) for i in range(len(prompts)) for k in range(n_samples)]

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import sft
+from . import chat, sft
 from .model import GPT, ScalarModel, gather_at
 
 # --------------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def encode_reply(messages: list[dict], reply: str, tok, template: str = "chatml"
     The reward head is read at that index: its hidden state has attended to the prompt and the
     whole reply, and anything after it (the template's newline, padding) cannot change it.
     """
-    ids, mask = sft.tokenize_chat(list(messages) + [{"role": "assistant", "content": reply}], tok, template)
+    ids, mask = chat.tokenize_chat(list(messages) + [{"role": "assistant", "content": reply}], tok, template)
     last = max(i for i, m in enumerate(mask) if m)
     return ids[:last + 1], last
 
