@@ -34,6 +34,7 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
+    markers_to_tags(nb)
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -47,6 +48,41 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     return minutes
+
+
+# nbval's comment markers and the cell tags that mean the same (nbval reads both)
+NBVAL_MARKERS = {"# NBVAL_CHECK_OUTPUT": "nbval-check-output",
+                 "# NBVAL_IGNORE_OUTPUT": "nbval-ignore-output", "# NBVAL_SKIP": "nbval-skip",
+                 "# NBVAL_RAISES_EXCEPTION": "nbval-raises-exception"}
+
+
+def markers_to_tags(nb) -> int:
+    """Move nbval's ``# NBVAL_...`` comment lines out of code cells into cell tags, so a
+    learner reads the code without test markers (nbval honours the tags). Returns how many
+    cells changed.
+
+    >>> import nbformat
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)")])
+    >>> markers_to_tags(nb), nb.cells[0].source, nb.cells[0].metadata["tags"]
+    (1, 'print(1)', ['nbval-check-output'])
+    """
+    changed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.split("\n")
+        keep = [line for line in lines if line.strip() not in NBVAL_MARKERS]
+        if len(keep) == len(lines):
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        for line in lines:
+            tag = NBVAL_MARKERS.get(line.strip())
+            if tag and tag not in tags:
+                tags.append(tag)
+        cell.metadata["tags"] = tags
+        cell.source = "\n".join(keep)
+        changed += 1
+    return changed
 
 
 def finish_progress_bars(nb) -> int:

@@ -70,6 +70,15 @@ def test_command_line_user_errors(args, message, tmp_path):
 
 SETUP = 'if importlib.util.find_spec("llmlab") is None:'
 
+def png_width(b64: str) -> int:
+    """Pixel width of a base64 PNG (from its IHDR chunk)."""
+    import base64
+    import struct
+
+    head = base64.b64decode("".join(b64)[:64])
+    return struct.unpack(">I", head[16:20])[0]
+
+
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_hygiene(path):
@@ -82,8 +91,14 @@ def test_committed_notebook_hygiene(path):
         outs = cell.get("outputs", [])
         if outs:
             assert cell.get("execution_count") is not None, "outputs without an execution count"
+        assert "NBVAL_" not in "".join(cell["source"]), "test markers belong in cell tags"
         for o in outs:
             assert o.get("output_type") != "error", "committed notebooks are clean runs"
+            png = o.get("data", {}).get("image/png")
+            if png:
+                width = png_width(png)
+                shown = o.get("metadata", {}).get("image/png", {}).get("width", width)
+                assert width >= 2 * shown, f"figure not sharp on a high-DPI screen in {path.name}"
             text = json.dumps(o.get("text", "")) + json.dumps(o.get("data", {}).get("text/plain", ""))
             assert not re.search(r"(/tmp/|/root/|/home/\w+/)", text), f"machine path in {path.name}"
     import nbformat
