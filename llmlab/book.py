@@ -62,7 +62,7 @@ def markers_to_tags(nb) -> int:
     cells changed.
 
     >>> import nbformat
-    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)")])
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\\nprint(1)")])
     >>> markers_to_tags(nb), nb.cells[0].source, nb.cells[0].metadata["tags"]
     (1, 'print(1)', ['nbval-check-output'])
     """

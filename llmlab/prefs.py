@@ -539,3 +539,47 @@ def load_preferences(path: str | Path) -> list[dict]:
     if not out:
         raise PreferenceFormatError(f"{path.name}: no records")
     return out
+
+
+def build_prefs(folder: Path, c, sft_cfg, world: World, tok, model) -> dict:
+    """The recipe of notebook 05's preference pairs (section 2): write ``train.jsonl`` and
+    ``val.jsonl`` (pairs of :func:`make_pairs`: controlled variants and ``model``'s own samples,
+    labelled by the gold judge with Bradley-Terry noise; ``val`` asks only about SFT's held-out
+    facts, entities and requests) and ``fresh.jsonl`` (one sampled reply to each of
+    ``c.n_fresh`` further held-out prompts, with its gold score) in ``folder``; returns
+    :func:`pair_summary` of both splits.
+
+    ``c`` is the :class:`~llmlab.config.PrefConfig`, ``sft_cfg`` SFT's
+    :class:`~llmlab.config.SFTConfig` (its split, template and reply length), ``model`` the SFT
+    model whose samples make the on-policy pairs.
+    """
+    from .artifacts import atomic_write_text
+    from .device import seed_everything
+
+    seed_everything(c.seed)
+    split = sft.split_world(world, sft_cfg.eval_frac, sft_cfg.seed)
+    mix = dict(c.mix)
+    n_val_prompts = max(8, c.on_policy_prompts * c.n_val // c.n_train)
+
+    def candidates(n, seed, eval_side, samples):
+        items = on_policy_items(split, n, seed, eval_side)
+        return on_policy_candidates(model, tok, items, samples, c.sample_temperature,
+                                    sft_cfg.max_new_tokens, sft_cfg.template, seed, progress=True)
+
+    train = make_pairs(world, split, c.n_train, mix, c.label_temperature, c.seed, False,
+                       candidates(c.on_policy_prompts, c.seed, False, c.on_policy_samples))
+    val = make_pairs(world, split, c.n_val, mix, c.label_temperature, c.seed + 1, True,
+                     candidates(n_val_prompts, c.seed + 1, True, c.on_policy_samples))
+    values = relation_values(world)
+    fresh = []
+    for item, replies in candidates(c.n_fresh, c.seed + 2, True, 1):
+        r = replies[0]
+        fresh.append({"messages": item["messages"],
+                      "item": {k: v for k, v in item.items() if k != "messages"},
+                      "reply": r["text"], "stopped": r["stopped"],
+                      "gold": gold_score(item, r["text"], values).score})
+    for name, rows in (("train", train), ("val", val), ("fresh", fresh)):
+        atomic_write_text(folder / f"{name}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return {"train": pair_summary(train, c.label_temperature),
+            "val": pair_summary(val, c.label_temperature), "n_fresh": len(fresh)}

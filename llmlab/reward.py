@@ -398,3 +398,38 @@ def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[d
             "spearman": spearman(fresh_scores, [f["gold"] for f in fresh]) if fresh else float("nan"),
             "n_fresh": len(fresh), "calibration": rows, "ece": expected_calibration_error(rows),
             "r_chosen": r_w, "r_rejected": r_l, "pairs": kept, "fresh_scores": fresh_scores}
+
+
+def build_reward_model(folder, variant: str, init: str, steps: int, rc, train_cfg, model_cfg,
+                       template: str, tok, prefs: dict, lm: GPT | None, device=None,
+                       progress: bool = True) -> dict:
+    """The recipe of a reward model (notebook 05, sections 4-5): a :class:`ScalarModel` whose
+    body starts from ``lm`` (SFT or base weights; None = random init), trained for ``steps``
+    on ``prefs["train"]`` with the Bradley-Terry loss through the shared loop; saves
+    ``model.pt`` in ``folder`` and returns its curve, wall time and held-out accuracy.
+
+    ``rc`` is the :class:`~llmlab.config.RewardConfig`, ``train_cfg`` pretraining's
+    :class:`~llmlab.config.TrainConfig` (turned into the RM's by :func:`reward_train_config`).
+    """
+    import time
+
+    from .device import seed_everything
+    from .train import save_checkpoint
+
+    train_enc, _ = encode_pairs(prefs["train"], tok, template, model_cfg.block_size)
+    val_enc, _ = encode_pairs(prefs["val"], tok, template, model_cfg.block_size)
+    seed_everything(rc.seed)
+    model = reward_model_from(lm, model_cfg)
+    cfg = reward_train_config(rc, train_cfg, steps)
+    t0 = time.perf_counter()
+    res = train_reward_model(model, train_enc, val_enc, cfg, tok.pad_id, device, progress=progress)
+    seconds = time.perf_counter() - t0
+    r_w, r_l = score_pairs(model, val_enc, tok.pad_id)
+    k, n = pair_accuracy(r_w, r_l)
+    save_checkpoint(folder / "model.pt", model.cpu())
+    return {"variant": variant, "init": init, "steps": steps, "batch_size": rc.batch_size,
+            "n_train": len(train_enc), "n_val": len(val_enc), "train_seconds": round(seconds, 2),
+            "val_accuracy": k / n, "val_correct": k,
+            "curve": [[s, m.get("accuracy"), m.get("margin")] for s, m in res.val_metrics],
+            "val_losses": [[s, round(x, 4)] for s, x in res.val_losses],
+            "train_losses": [round(x, 4) for x in res.train_losses]}

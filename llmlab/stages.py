@@ -327,11 +327,7 @@ def get_prefs(preset: Preset | str | None = None, root: Path | None = None) -> A
     facts, entities and requests) and ``fresh.jsonl`` (one sampled SFT reply to each of
     ``PrefConfig.n_fresh`` further held-out prompts, with its gold score). ``info`` holds
     :func:`llmlab.prefs.pair_summary` of both splits."""
-    import json
-
     from . import prefs as prefs_mod
-    from . import sft as sft_mod
-    from .artifacts import atomic_write_text
     from .config import pref_config
 
     p = _preset(preset)
@@ -340,42 +336,14 @@ def get_prefs(preset: Preset | str | None = None, root: Path | None = None) -> A
     tok_art = get_tokenizer_artifact(p, root=root)
 
     def build(tmp: Path) -> dict:
-        from .device import pick_device, seed_everything
+        from .device import pick_device
 
-        seed_everything(c.seed)
-        w = get_world(p)
-        tok = get_tokenizer(p, root=root)
-        model = load_sft_model(p, pick_device(), root=root)
-        split = sft_mod.split_world(w, p.sft.eval_frac, p.sft.seed)
-        mix = dict(c.mix)
-        n_val_prompts = max(8, c.on_policy_prompts * c.n_val // c.n_train)
-
-        def candidates(n, seed, eval_side, samples):
-            items = prefs_mod.on_policy_items(split, n, seed, eval_side)
-            return prefs_mod.on_policy_candidates(model, tok, items, samples, c.sample_temperature,
-                                                  p.sft.max_new_tokens, p.sft.template, seed,
-                                                  progress=True)
-
-        train = prefs_mod.make_pairs(w, split, c.n_train, mix, c.label_temperature, c.seed, False,
-                                     candidates(c.on_policy_prompts, c.seed, False, c.on_policy_samples))
-        val = prefs_mod.make_pairs(w, split, c.n_val, mix, c.label_temperature, c.seed + 1, True,
-                                   candidates(n_val_prompts, c.seed + 1, True, c.on_policy_samples))
-        values = prefs_mod.relation_values(w)
-        fresh = []
-        for item, replies in candidates(c.n_fresh, c.seed + 2, True, 1):
-            r = replies[0]
-            fresh.append({"messages": item["messages"], "item": {k: v for k, v in item.items()
-                                                                if k != "messages"},
-                          "reply": r["text"], "stopped": r["stopped"],
-                          "gold": prefs_mod.gold_score(item, r["text"], values).score})
-        for name, rows in (("train", train), ("val", val), ("fresh", fresh)):
-            atomic_write_text(tmp / f"{name}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        return {"train": prefs_mod.pair_summary(train, c.label_temperature),
-                "val": prefs_mod.pair_summary(val, c.label_temperature), "n_fresh": len(fresh)}
+        device = pick_device()
+        return prefs_mod.build_prefs(tmp, c, p.sft, get_world(p), get_tokenizer(p, root=root),
+                                     load_sft_model(p, device, root=root))
 
     return ensure("prefs", p.name, [p.world, p.sft, c], build, deps=[sft_art, tok_art],
-                  code=[prefs_mod, sft_mod.split_world, sft_mod.tokenize_chat], root=root)
+                  code=code_of(prefs_mod.build_prefs), root=root)
 
 
 def load_prefs(preset: Preset | str | None = None, root: Path | None = None) -> dict:
@@ -402,10 +370,7 @@ def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
     ``max_steps``), and ``sft_short`` / ``base_short`` / ``random_short`` (section 5: the same
     training for ``compare_steps`` from SFT, base or random weights).
     """
-    import time
-
     from . import reward as reward_mod
-    from . import train as train_mod
     from .config import reward_config
 
     p = _preset(preset)
@@ -418,38 +383,21 @@ def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
     prefs_art = get_prefs(p, root=root)
     deps = [prefs_art, get_tokenizer_artifact(p, root=root)]
     deps.append(get_sft_model(p, root=root) if init == "sft"
-                else get_base_model(p, root=root))  # noqa: F821 (notebook 02's section above)
+                else get_base_model(p, root=root))
 
     def build(tmp: Path) -> dict:
-        from .device import pick_device, seed_everything
+        from .device import pick_device
 
-        device = pick_device()
-        tok = get_tokenizer(p, root=root)
-        data = load_prefs(p, root=root)
-        block = p.model.block_size
-        train_enc, _ = reward_mod.encode_pairs(data["train"], tok, p.sft.template, block)
-        val_enc, _ = reward_mod.encode_pairs(data["val"], tok, p.sft.template, block)
         lm = (load_sft_model(p, root=root) if init == "sft" else
-              load_base_model(p, root=root) if init == "base" else None)  # noqa: F821
-        seed_everything(rc.seed)
-        model = reward_mod.reward_model_from(lm, p.model)
-        cfg = reward_mod.reward_train_config(rc, p.train, steps)
-        t0 = time.perf_counter()
-        res = reward_mod.train_reward_model(model, train_enc, val_enc, cfg, tok.pad_id, device,
-                                            progress=progress)
-        seconds = time.perf_counter() - t0
-        r_w, r_l = reward_mod.score_pairs(model, val_enc, tok.pad_id)
-        k, n = reward_mod.pair_accuracy(r_w, r_l)
-        train_mod.save_checkpoint(tmp / "model.pt", model.cpu())
-        return {"variant": variant, "init": init, "steps": steps, "batch_size": rc.batch_size,
-                "n_train": len(train_enc), "n_val": len(val_enc), "train_seconds": round(seconds, 2),
-                "val_accuracy": k / n, "val_correct": k,
-                "curve": [[s, m.get("accuracy"), m.get("margin")] for s, m in res.val_metrics],
-                "val_losses": [[s, round(x, 4)] for s, x in res.val_losses],
-                "train_losses": [round(x, 4) for x in res.train_losses]}
+              load_base_model(p, root=root) if init == "base" else None)
+        return reward_mod.build_reward_model(tmp, variant, init, steps, rc, p.train, p.model,
+                                             p.sft.template, get_tokenizer(p, root=root),
+                                             load_prefs(p, root=root), lm, pick_device(),
+                                             progress=progress)
 
     return ensure("reward" if variant == "main" else f"reward_{variant}", p.name,
-                  [p.model, p.sft, rc], build, deps=deps, code=[reward_mod], root=root)
+                  [p.model, p.sft, rc], build, deps=deps,
+                  code=code_of(reward_mod.build_reward_model), root=root)
 
 
 def load_reward_model(preset: Preset | str | None = None, device=None, variant: str = "main",
