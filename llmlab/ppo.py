@@ -79,7 +79,8 @@ class PPOConfig:
     n_eval: int = 128                 # held-out prompts of each evaluation
     eval_every: int = 10              # iterations between held-out evaluations
     n_track: int = 3                  # held-out prompts followed through training (the slider)
-    track_samples: int = 4            # sampled replies per followed prompt and iteration
+    track_samples: int = 4            # sampled replies per followed prompt at each look
+    track_every: int = 5              # iterations between looks at the followed prompts
     beta0_iterations: int = 60        # iterations of the beta = 0 run (reward hacking)
     stability_iterations: int = 8     # iterations of each stability run (no whitening, ...)
     best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
@@ -88,7 +89,7 @@ class PPOConfig:
 
 PPO_PRESETS = {
     "smoke": PPOConfig(iterations=4, batch_size=16, minibatch_size=8, max_new_tokens=12,
-                       n_prompts=64, n_eval=24, eval_every=2, n_track=2, track_samples=2,
+                       n_prompts=64, n_eval=24, eval_every=2, n_track=2, track_samples=2, track_every=1,
                        beta0_iterations=4, stability_iterations=2, best_of_n=(1, 2, 4)),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, max_new_tokens=48,
@@ -750,8 +751,8 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     Each iteration draws ``c.batch_size`` prompts from ``train_items`` (the training split) and
     calls :func:`ppo_iteration`. Every ``c.eval_every`` iterations (and at the start and end)
     the policy is measured on ``eval_items`` with :func:`evaluate_policy` (held-out prompts),
-    and every iteration the ``track_items`` get ``c.track_samples`` sampled replies each (the
-    slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
+    and every ``c.track_every`` iterations the ``track_items`` get ``c.track_samples`` sampled
+    replies each (the slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
     Returns ``{"history", "evals", "track", "seconds", "rollout_seconds"}``.
     """
     from .device import autocast, choose_precision, grad_scaler  # noqa: F401
@@ -803,7 +804,8 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
         history.append({"iteration": it, **m})
         if it % c.eval_every == 0 or it == c.iterations:
             measure(it)
-        follow(it)
+        if it % c.track_every == 0 or it == c.iterations:
+            follow(it)
         bar.update(1)
         bar.set_postfix(proxy=f"{m['proxy']:.2f}", gold=f"{m['gold']:.2f}", kl=f"{m['kl']:.2f}")
         if callback is not None:
