@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from llmlab import ppo, stages  # noqa: E402
-from llmlab.config import get_preset  # noqa: E402
+from llmlab.config import get_preset, ppo_config  # noqa: E402
 from llmlab.device import pick_device  # noqa: E402
 
 GOALS = {"gold_gain_intervals_apart": True, "kl_below_target": True, "idk_up": True,
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = get_preset(args.preset)
-    c = ppo.ppo_config(p)
+    c = ppo_config(p)
     device = pick_device()
     t0 = time.perf_counter()
     runs = {v: stages.get_ppo(p, v, progress=False) for v in

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from llmlab import ppo
-from llmlab.config import ModelConfig
+from llmlab.config import PPO_PRESETS, ModelConfig, PPOConfig, ppo_config
 from llmlab.device import choose_precision, grad_scaler, seed_everything
 from llmlab.model import GPT, ScalarModel
 from llmlab.tokenizer import Tokenizer
@@ -137,14 +137,14 @@ def test_adaptive_kl_moves_beta_towards_the_target():
 def test_config_fields_have_comments_and_presets_exist():
     import inspect
 
-    src = inspect.getsource(ppo.PPOConfig)
-    for f in dataclasses.fields(ppo.PPOConfig):
+    src = inspect.getsource(PPOConfig)
+    for f in dataclasses.fields(PPOConfig):
         line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
         assert "#" in line, f"PPOConfig.{f.name} has no comment"
-    assert set(ppo.PPO_PRESETS) == {"smoke", "cpu", "gpu"}
-    assert ppo.ppo_config("smoke").iterations < ppo.ppo_config("cpu").iterations
+    assert set(PPO_PRESETS) == {"smoke", "cpu", "gpu"}
+    assert ppo_config("smoke").iterations < ppo_config("cpu").iterations
     with pytest.raises(ValueError, match="unknown PPO variant"):
-        ppo.variant_config(ppo.ppo_config("smoke"), "nope")
+        ppo.variant_config(ppo_config("smoke"), "nope")
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ class CountX(nn.Module):
 
 def test_tiny_ppo_run_raises_a_toy_reward():
     seed_everything(0)
-    c = dataclasses.replace(ppo.ppo_config("smoke"), batch_size=32, minibatch_size=16, epochs=4,
+    c = dataclasses.replace(ppo_config("smoke"), batch_size=32, minibatch_size=16, epochs=4,
                             lr=1e-2, max_new_tokens=8, kl="fixed", beta=0.0, no_stop_penalty=0.0)
     policy, value = GPT(TINY), ScalarModel(GPT(TINY), "value")
     ref = GPT(TINY).eval()
