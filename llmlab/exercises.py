@@ -889,8 +889,9 @@ def stub_source(solution: str, name: str) -> str:
 
     ex = EXERCISES[name]
     tree = ast.parse(solution)
-    doc = textwrap.fill(" ".join(ex.instructions.split("\n\n")[0].split()), 88,
-                        initial_indent="    ", subsequent_indent="    ")
+    doc = "\n\n".join(textwrap.fill(" ".join(par.split()), 88, initial_indent="    ",
+                                    subsequent_indent="    ", break_on_hyphens=False)
+                      for par in ex.instructions.split("\n\n"))
     parts = []
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -901,7 +902,7 @@ def stub_source(solution: str, name: str) -> str:
                          f"    # your code here\n"
                          f"    raise NotImplementedError(\"exercise {name}: write this function, "
                          f"then run the check below\")")
-    return "\n".join(parts).strip() + "\n"
+    return "\n".join(parts).strip()
 
 
 def student_notebook(nb) -> int:
