@@ -13,6 +13,7 @@ One module per stage, in the order of the notebooks:
 - ``device``     device, precision and seeding rules
 - ``artifacts``  the atomic, checked artifact cache
 - ``nb``         notebook helpers: setup, showing the package's real code, figures
+- ``exercises``  checked exercises for the notebooks, and the student edition's writer
 - ``__main__``   the command line (``python -m llmlab train``)
 """
 __version__ = "0.1.0"
