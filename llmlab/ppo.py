@@ -692,9 +692,9 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     the policy is measured on ``eval_items`` with :func:`evaluate_policy` (held-out prompts),
     and every ``c.track_every`` iterations the ``track_items`` get ``c.track_samples`` sampled
     replies each (the slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
-    Returns ``{"history", "evals", "track", "seconds", "rollout_seconds"}``.
+    Returns ``{"history", "evals", "track", "seconds"}``.
     """
-    from .device import autocast, choose_precision, grad_scaler  # noqa: F401
+    from .device import choose_precision, grad_scaler
     from .train import configure_optimizer, fine_tune_config
     from .config import TrainConfig
 
