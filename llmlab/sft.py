@@ -229,9 +229,10 @@ def make_examples(world: World, split: Split, n: int, seed: int = 0,
             for _ in range(n)]
 
 
-# the phrasings each held-out question and request is asked in (the distinct QUESTION_FORMS;
-# the decline forms never appear in training, whose requests are always asked bare)
-EVAL_FORMS = ["{q}", "Quick question: {q}", "Do you know this? {q}", "Please tell me: {q}"]
+# the phrasings each held-out question and request is asked in (two of the QUESTION_FORMS --
+# more would multiply the generation time of every evaluation; the decline forms never appear
+# in training, whose requests are always asked bare)
+EVAL_FORMS = ["{q}", "Please tell me: {q}"]
 DECLINE_FORMS = ["{q}", "Please help me with this: {q}", "I need a favour. {q}",
                  "{q} Thank you."]
 _FUNCTION_WORDS = {"the", "of", "what", "where", "who", "when", "is", "was", "as", "for", "a", "an"}
@@ -248,7 +249,7 @@ def content_words(relation: str) -> list[str]:
 
 
 def eval_items(world: World, split: Split, max_story_chars: int = 240, seed: int = 1,
-               max_tasks: int = 100) -> list[dict]:
+               max_tasks: int = 50) -> list[dict]:
     """The held-out prompts: one conversation per item, ending with the user's turn.
 
     Kinds: ``fact`` (each held-out fact's question in every phrasing of :data:`EVAL_FORMS`;
