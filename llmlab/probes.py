@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import IGNORE_INDEX, sequence_logprobs
+from .model import GPT, IGNORE_INDEX, sequence_logprobs
 from .world import RELATIONS, World, a_an, plural
 
 
@@ -149,12 +149,11 @@ def untrained_grammar_baseline(model_config, tokenizer, probes: list[GrammarProb
     random initialisation that happens to prefer one string prefers it in every pair. The mean
     over initialisations is the chance level a trained model is compared with.
     """
-    from .model import GPT
-
     runs = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        runs.append(score_grammar(GPT(model_config).eval(), tokenizer, probes, per_token))
+    with torch.random.fork_rng(devices=[]):          # leaves the caller's random state as it was
+        for seed in seeds:
+            torch.manual_seed(seed)
+            runs.append(score_grammar(GPT(model_config).eval(), tokenizer, probes, per_token))
     out = {}
     for k in runs[0]:
         accs = [r[k][0] for r in runs]
