@@ -183,7 +183,8 @@ register(Exercise(
            ({("a", "b")}, {("a", "b")}), (set(), {1}), (set(), set())],
     random_case=_shingle_sets,
     wrongs=[
-        Wrong("divided by the smaller set", lambda a, b: len(a & b) / min(len(a), len(b)) if a and b else float(not a and not b),
+        Wrong("divided by the smaller set",
+              lambda a, b: len(a & b) / min(len(a), len(b)) if a and b else float(not a and not b),
               "divide by the size of the union, not of the smaller set (that is the overlap "
               "coefficient: a set inside a larger one would score 1.0)."),
         Wrong("divided by the sum of sizes", lambda a, b: len(a & b) / (len(a) + len(b)) if a or b else 1.0,
@@ -311,12 +312,15 @@ register(Exercise(
         Wrong("loss on prompt tokens", lambda ids, mask: (list(ids[:-1]), list(ids[1:])),
               "no target is -100, so the loss also trains the model to write the user's turn and "
               "the template: set the target to -100 wherever the next token is not a reply token."),
-        Wrong("mask not shifted", lambda ids, mask: (list(ids[:-1]), [t if m else -100 for t, m in zip(ids[1:], mask[:-1])]),
+        Wrong("mask not shifted",
+              lambda ids, mask: (list(ids[:-1]), [t if m else -100 for t, m in zip(ids[1:], mask[:-1])]),
               "off by one: the target at position t is token t + 1, so read its mask at t + 1 "
               "(mask[1:]), not at t."),
-        Wrong("targets not shifted", lambda ids, mask: (list(ids[:-1]), [t if m else -100 for t, m in zip(ids[:-1], mask[:-1])]),
+        Wrong("targets not shifted",
+              lambda ids, mask: (list(ids[:-1]), [t if m else -100 for t, m in zip(ids[:-1], mask[:-1])]),
               "the target at position t is the *next* token, ids[t + 1], not ids[t] itself."),
-        Wrong("reply masked instead", lambda ids, mask: (list(ids[:-1]), [-100 if m else t for t, m in zip(ids[1:], mask[1:])]),
+        Wrong("reply masked instead",
+              lambda ids, mask: (list(ids[:-1]), [-100 if m else t for t, m in zip(ids[1:], mask[1:])]),
               "the mask is inverted: keep the targets of reply tokens (mask 1) and put -100 on "
               "the prompt's (mask 0)."),
     ]))
@@ -369,7 +373,8 @@ register(Exercise(
         Wrong("mean per conversation", _nll_per_sequence,
               "average over tokens, not conversations: take one mean over every counted token of "
               "the batch, so a long reply weighs more than a short one."),
-        Wrong("sum instead of mean", lambda lg, tg: F.cross_entropy(lg.reshape(-1, lg.size(-1)).float(), tg.reshape(-1), reduction="sum"),
+        Wrong("sum instead of mean",
+              lambda lg, tg: F.cross_entropy(lg.flatten(0, 1).float(), tg.flatten(), reduction="sum"),
               "that is the sum of the losses; divide by the number of counted targets."),
     ]))
 
@@ -775,7 +780,7 @@ def _learner_line(exc: BaseException) -> str:
     return f"\n  raised in {f.name}, line {f.lineno}:{code}"
 
 
-def _match_wrong(ex: Exercise, args: tuple, got: Any, got_fn: Callable,
+def _match_wrong(ex: Exercise, args: tuple, got: Any, learner: Callable,
                  all_cases: list) -> Wrong | None:
     """The classic wrong answer whose output equals the learner's on the failing input;
     when several do, the one that also agrees with the learner on the most other cases."""
@@ -798,7 +803,6 @@ def _match_wrong(ex: Exercise, args: tuple, got: Any, got_fn: Callable,
                 pass
         return n
 
-    learner = got_fn
     return max(matches, key=agreement)              # the first among equals
 
 
@@ -889,8 +893,9 @@ def stub_source(solution: str, name: str) -> str:
 
     ex = EXERCISES[name]
     tree = ast.parse(solution)
-    doc = textwrap.fill(" ".join(ex.instructions.split("\n\n")[0].split()), 88,
-                        initial_indent="    ", subsequent_indent="    ")
+    doc = "\n\n".join(textwrap.fill(" ".join(par.split()), 88, initial_indent="    ",
+                                    subsequent_indent="    ", break_on_hyphens=False)
+                      for par in ex.instructions.split("\n\n"))
     parts = []
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -901,7 +906,7 @@ def stub_source(solution: str, name: str) -> str:
                          f"    # your code here\n"
                          f"    raise NotImplementedError(\"exercise {name}: write this function, "
                          f"then run the check below\")")
-    return "\n".join(parts).strip() + "\n"
+    return "\n".join(parts).strip()
 
 
 def student_notebook(nb) -> int:
