@@ -4,12 +4,16 @@ Everything here reads the model's log-probabilities of continuations; nothing is
 except in :func:`question_continuations`.
 
 1. :func:`continuation_logprobs` -- log p(continuation | context), summed over the
-   continuation's tokens, for many (context, continuation) pairs at once. The one primitive.
+   continuation's tokens (or, with ``per_token``, averaged over them), for many (context,
+   continuation) pairs at once. The one primitive.
 2. **Grammar** (:func:`grammar_probes`, :func:`score_grammar`): minimal pairs in the spirit of
    BLiMP (Warstadt et al. 2020). The model "knows" a rule when it gives the grammatical
-   continuation more probability than the ungrammatical one:
+   continuation more probability per token than the ungrammatical one:
    ``The frostfox`` -> `` lives`` / `` live``; ``Many frostfoxes`` -> `` live`` / `` lives``;
-   ``She carried a skyloom.`` -> `` Her skyloom`` / `` His skyloom``; a / an.
+   ``She carried a skyloom.`` -> `` Her skyloom`` / `` His skyloom``; a / an. The two
+   continuations of a pair can have different token counts (:func:`token_count_gaps`); a
+   summed log-probability then favours the shorter one whatever the model knows, so the score
+   compares per-token means, and an untrained model scores near one half.
 3. **Knowledge** (:func:`knowledge_probes`, :func:`accuracy_by_seen`): each fact's probe
    (its canonical statement cut before the answer, ``Fact.probe``) is completed with every
    object of the same relation; the model's choice is the most probable one. Accuracy is
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import IGNORE_INDEX, sequence_logprobs
+from .model import GPT, IGNORE_INDEX, sequence_logprobs
 from .world import RELATIONS, World, a_an, plural
 
 
@@ -35,8 +39,9 @@ def _device(model):
 
 @torch.no_grad()
 def continuation_logprobs(model, tokenizer, pairs: list, batch_size: int = 64,
-                          bos: bool = True) -> list[float]:
-    """Sum of log p(continuation tokens | context) for each ``(context, continuation)`` pair.
+                          bos: bool = True, per_token: bool = False) -> list[float]:
+    """Sum of log p(continuation tokens | context) for each ``(context, continuation)`` pair;
+    with ``per_token``, that sum divided by the continuation's number of tokens.
 
     Context and continuation are encoded separately (so the continuation's tokens are the same
     whatever precedes them) and, with ``bos``, preceded by the end-of-text token, so the context
@@ -66,7 +71,10 @@ def continuation_logprobs(model, tokenizer, pairs: list, batch_size: int = 64,
             x[r, :len(ids) - 1] = t[:-1]
             y[r, len(ids) - 1 - n:len(ids) - 1] = t[-n:]                       # continuation only
         logits, _ = model(x.to(dev))                                           # (B, T, V)
-        out.extend(sequence_logprobs(logits, y.to(dev)).tolist())             # (B,)
+        lp = sequence_logprobs(logits, y.to(dev)).tolist()                     # (B,)
+        if per_token:
+            lp = [v / n for v, (_, n) in zip(lp, chunk)]
+        out.extend(lp)
     model.train(was_training)
     return out
 
@@ -110,19 +118,63 @@ def grammar_probes(world: World) -> list[GrammarProbe]:
     return probes
 
 
-def score_grammar(model, tokenizer, probes: list[GrammarProbe]) -> dict:
+def score_grammar(model, tokenizer, probes: list[GrammarProbe], per_token: bool = True) -> dict:
     """Share of probes of each kind where the grammatical continuation is more probable.
+
+    With ``per_token`` (the default) the two continuations are compared by their mean
+    log-probability per token, so a pair whose continuations have different token counts is
+    not decided by the count: an untrained model, which gives every token about the same
+    probability, scores near 0.5. With ``per_token=False`` the sums are compared, as BLiMP
+    does with equal-length sentences; on pairs of unequal length that favours the shorter one.
 
     Returns ``{kind: (accuracy, n)}`` plus ``"all"``.
     """
     pairs = [(p.context, p.good) for p in probes] + [(p.context, p.bad) for p in probes]
-    lp = continuation_logprobs(model, tokenizer, pairs)
+    lp = continuation_logprobs(model, tokenizer, pairs, per_token=per_token)
     n = len(probes)
     right = defaultdict(list)
     for p, g, b in zip(probes, lp[:n], lp[n:]):
         right[p.kind].append(g > b)
         right["all"].append(g > b)
     return {k: (sum(v) / len(v), len(v)) for k, v in right.items()}
+
+
+def untrained_grammar_baseline(model_config, tokenizer, probes: list[GrammarProbe],
+                               seeds=range(8), per_token: bool = True) -> dict:
+    """:func:`score_grammar` of untrained models, one per seed: ``{kind: (mean accuracy, n,
+    lowest, highest)}`` over the seeds.
+
+    One untrained model's score on one kind can sit far from 0.5: the pairs of a kind share
+    their continuation strings (`` lives in the`` / `` live in the`` for every animal), so a
+    random initialisation that happens to prefer one string prefers it in every pair. The mean
+    over initialisations is the chance level a trained model is compared with.
+    """
+    runs = []
+    with torch.random.fork_rng(devices=[]):          # leaves the caller's random state as it was
+        for seed in seeds:
+            torch.manual_seed(seed)
+            runs.append(score_grammar(GPT(model_config).eval(), tokenizer, probes, per_token))
+    out = {}
+    for k in runs[0]:
+        accs = [r[k][0] for r in runs]
+        out[k] = (sum(accs) / len(accs), runs[0][k][1], min(accs), max(accs))
+    return out
+
+
+def token_count_gaps(tokenizer, probes: list[GrammarProbe]) -> dict:
+    """How often the grammatical continuation has fewer, as many or more tokens than the
+    ungrammatical one, by kind: ``{kind: {"good shorter", "same length", "good longer"}}``.
+
+    Where "good shorter" is every pair of a kind, summed log-probabilities give that kind a
+    perfect score even from a model that knows nothing.
+    """
+    out: dict = {}
+    for p in probes:
+        g, b = len(tokenizer.encode_ordinary(p.good)), len(tokenizer.encode_ordinary(p.bad))
+        key = "good shorter" if g < b else "same length" if g == b else "good longer"
+        row = out.setdefault(p.kind, {"good shorter": 0, "same length": 0, "good longer": 0})
+        row[key] += 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------

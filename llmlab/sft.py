@@ -229,34 +229,78 @@ def make_examples(world: World, split: Split, n: int, seed: int = 0,
             for _ in range(n)]
 
 
-def eval_items(world: World, split: Split, max_story_chars: int = 240, seed: int = 1) -> list[dict]:
+# the phrasings each held-out question and request is asked in (two of the QUESTION_FORMS --
+# more would multiply the generation time of every evaluation; the decline forms never appear
+# in training, whose requests are always asked bare)
+EVAL_FORMS = ["{q}", "Please tell me: {q}"]
+DECLINE_FORMS = ["{q}", "Please help me with this: {q}", "I need a favour. {q}",
+                 "{q} Thank you."]
+_FUNCTION_WORDS = {"the", "of", "what", "where", "who", "when", "is", "was", "as", "for", "a", "an"}
+
+
+def content_words(relation: str) -> list[str]:
+    """The words of a relation's noun phrase a polite rewrite must keep (not the subject).
+
+    >>> content_words("capital"), content_words("year")
+    (['capital'], ['invented'])
+    """
+    return [w for w in NOUN_PHRASES[relation].replace("{s}", " ").split()
+            if w not in _FUNCTION_WORDS]
+
+
+def eval_items(world: World, split: Split, max_story_chars: int = 240, seed: int = 1,
+               max_tasks: int = 50) -> list[dict]:
     """The held-out prompts: one conversation per item, ending with the user's turn.
 
-    Kinds: ``fact`` (a held-out fact's question; ``answer`` is its object, ``fact_id`` its
-    id), ``unknown`` (every relation of each held-out unknown entity), ``decline`` (held-out
-    requests), and ``summary`` / ``polite`` (tasks, scored for format only).
+    Kinds: ``fact`` (each held-out fact's question in every phrasing of :data:`EVAL_FORMS`;
+    ``answer`` is its object, ``fact_id`` its id, ``distractor`` another object of the same
+    relation, to measure answers found by chance), ``unknown`` (every relation of each held-out
+    unknown entity, in every phrasing), ``decline`` (each held-out request in every phrasing of
+    :data:`DECLINE_FORMS`), and the tasks ``summary`` (up to ``max_tasks`` held-out stories;
+    ``key_entities``: the hero and animal the reference names, ``source_chars``: the excerpt's
+    length) and ``polite`` (up to ``max_tasks`` held-out facts' rude requests; ``names`` and
+    ``content_words`` a rewrite must keep), scored by :func:`llmlab.evaluate.score_reply`.
+    Phrasings of one fact share its answer: the prompts are more numerous than the facts.
     """
     rng = random.Random(seed)
+    objects: dict = {}
+    for f in world.facts:
+        objects.setdefault(f.relation, set()).add(str(f.object))
     items = []
     for f in split.eval_facts:
-        items.append({"kind": "fact", "messages": [_user(f.question)], "answer": f.object,
-                      "fact_id": f.id})
+        others = sorted(objects[f.relation] - {str(f.object)})
+        distractor = rng.choice(others) if others else None
+        for form in EVAL_FORMS:
+            it = {"kind": "fact", "messages": [_user(form.format(q=f.question))],
+                  "answer": f.object, "fact_id": f.id}
+            if distractor is not None:
+                it["distractor"] = distractor
+            items.append(it)
     for e in split.eval_unknown:
         for rel, (kind, *_rest) in RELATIONS.items():
             if kind == e.kind and rel in e.attrs:
-                items.append({"kind": "unknown", "entity": e.name,
-                              "messages": [_user(fill(RELATIONS[rel][2], e.name, ""))]})
+                q = fill(RELATIONS[rel][2], e.name, "")
+                for form in EVAL_FORMS:
+                    items.append({"kind": "unknown", "entity": e.name,
+                                  "messages": [_user(form.format(q=q))]})
     for req in split.eval_decline:
-        items.append({"kind": "decline", "messages": [_user(req)]})
-    for page in split.eval_stories[:10]:
+        for form in DECLINE_FORMS:
+            items.append({"kind": "decline", "request": req,
+                          "messages": [_user(form.format(q=req))]})
+    for page in split.eval_stories[:max_tasks]:
         text, summary = story_summary(world, page, max_story_chars)
-        items.append({"kind": "summary", "reference": summary,
+        names = [e.name for e in world.entities if e.kind in ("person", "animal")]
+        key = sorted({n for n in names if f" {n} " in f" {summary} ".replace(".", " ")})
+        items.append({"kind": "summary", "reference": summary, "key_entities": key,
+                      "source_chars": len(text),
                       "messages": [_user(f"Summarise this story in one sentence.\n{text}")]})
-    for f in list(split.eval_facts)[:10]:
+    for f in list(split.eval_facts)[:max_tasks]:
         np_ = NOUN_PHRASES[f.relation].replace("{s}", f.subject)
+        rude = rng.choice(RUDE_FORMS).format(np=np_)
         items.append({"kind": "polite", "reference": POLITE_FORM.format(np=np_),
-                      "messages": [_user("Rewrite this politely: "
-                                         + rng.choice(RUDE_FORMS).format(np=np_))]})
+                      "names": [f.subject], "content_words": content_words(f.relation),
+                      "fact_id": f.id,
+                      "messages": [_user("Rewrite this politely: " + rude[0].upper() + rude[1:])]})
     return items
 
 

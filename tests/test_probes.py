@@ -118,3 +118,29 @@ def test_next_token_widget_draws_the_models_top_k():
     assert a == sample_continuation(m, TOK, "The", 1.0, max_new_tokens=5, seed=3)
     with pytest.raises(ValueError, match="at least one context"):
         next_token_widget(m, TOK, [])
+
+
+def test_per_token_scores_do_not_depend_on_the_token_count():
+    """A model that gives every token the same probability (zero embeddings: all logits 0)
+    scores every continuation -ln V per token whatever its length; summed, the shorter wins."""
+    m = GPT(ModelConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        m.wte.weight.zero_()                     # tied: the output layer is zero too
+    pairs = [("The fox", " live"), ("The fox", " lives"), ("x", " live together in the hills")]
+    per_tok = probes.continuation_logprobs(m, TOK, pairs, per_token=True)
+    summed = probes.continuation_logprobs(m, TOK, pairs)
+    assert per_tok == pytest.approx([-math.log(257)] * 3, abs=1e-4)
+    assert summed == pytest.approx([-math.log(257) * len(c.encode()) for _, c in pairs], abs=1e-3)
+
+
+def test_untrained_grammar_scores_are_chance_per_token_not_one():
+    """Plural agreement: " live together" is a byte shorter than " lives together", so summed
+    log-probabilities give every untrained model a perfect score; per token, near one half."""
+    ps = [p for p in probes.grammar_probes(WORLD) if p.kind == "agreement (plural)"]
+    assert probes.token_count_gaps(TOK, ps)["agreement (plural)"]["good shorter"] == len(ps)
+    cfg = ModelConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=16)
+    summed = probes.untrained_grammar_baseline(cfg, TOK, ps, seeds=range(6), per_token=False)
+    per_tok = probes.untrained_grammar_baseline(cfg, TOK, ps, seeds=range(6))
+    assert summed["agreement (plural)"][0] == 1.0                 # the length artefact
+    assert 0.2 <= per_tok["agreement (plural)"][0] <= 0.8          # chance, on average
+    assert per_tok["all"][1] == len(ps)

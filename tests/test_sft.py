@@ -261,7 +261,19 @@ def test_examples_keep_heldout_prompts_out():
     items = sft.eval_items(w, split)
     assert {i["kind"] for i in items} >= {"fact", "unknown", "decline"}
     assert all(i["messages"][-1]["role"] == "user" for i in items)
-    assert sum(i["kind"] == "fact" for i in items) == len(split.eval_facts)
+    assert sum(i["kind"] == "fact" for i in items) == len(split.eval_facts) * len(sft.EVAL_FORMS)
+    assert {i["fact_id"] for i in items if i["kind"] == "fact"} == {f.id for f in split.eval_facts}
+    assert sum(i["kind"] == "decline" for i in items) == len(split.eval_decline) * len(sft.DECLINE_FORMS)
+    for i in items:
+        if i["kind"] == "fact":                     # the control is a wrong answer of the relation
+            assert i["distractor"] != str(i["answer"])
+        if i["kind"] == "summary":                  # the reference passes its own check
+            assert evaluate.summary_ok(i["reference"], i["key_entities"], i["source_chars"])
+            assert i["key_entities"]
+        if i["kind"] == "polite":
+            assert evaluate.polite_ok(i["reference"], i["names"], i["content_words"])
+            rude = i["messages"][-1]["content"].split(": ", 1)[1]
+            assert not evaluate.polite_ok(rude, i["names"], i["content_words"])
 
 
 def test_story_summary_names_the_hero():
