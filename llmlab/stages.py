@@ -410,3 +410,51 @@ def load_reward_model(preset: Preset | str | None = None, device=None, variant: 
     device = pick_device(device) if not hasattr(device, "type") else device
     model, _ = load_checkpoint(art.file("model.pt"), device=device)
     return model.eval()
+
+
+# --- notebook 07: direct preference optimisation (llmlab.dpo) -----------------------------
+
+
+def get_dpo(preset: Preset | str | None = None, variant: str = "main", root: Path | None = None,
+            progress: bool = True) -> Artifact:
+    """A DPO policy (notebook 07), built by :func:`llmlab.dpo.build_dpo`: ``model.pt`` and
+    ``info`` with the run's settings, wall time, held-out curves (the policy's log-probabilities
+    of chosen and rejected replies, implicit-reward margin and accuracy) and the implicit-reward
+    accuracy on every held-out pair of notebook 05.
+
+    ``variant`` (:func:`llmlab.dpo.variants`): ``main`` (``DPOConfig.beta``), ``beta_<b>``
+    (the frontier's other betas), ``ipo``, ``conservative``, ``small_beta``, ``on_policy`` and
+    ``off_policy`` (only the SFT model's own samples, or only the template-written pairs).
+    """
+    from . import dpo as dpo_mod
+    from .config import dpo_config
+
+    p = _preset(preset)
+    dc = dpo_config(p)
+    if variant not in dpo_mod.variants(dc):
+        raise ValueError(f"unknown DPO variant {variant!r}; expected one of {sorted(dpo_mod.variants(dc))}")
+    deps = [get_prefs(p, root=root), get_sft_model(p, root=root), get_tokenizer_artifact(p, root=root)]
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return dpo_mod.build_dpo(tmp, variant, dc, p.train, p.model, p.sft.template,
+                                 get_tokenizer(p, root=root), load_prefs(p, root=root),
+                                 load_sft_model(p, device, root=root), device, progress=progress)
+
+    return ensure("dpo" if variant == "main" else f"dpo_{variant}", p.name,
+                  [p.model, p.sft, p.train, dc], build, deps=deps,
+                  code=code_of(dpo_mod.build_dpo), root=root)
+
+
+def load_dpo_policy(preset: Preset | str | None = None, variant: str = "main", device=None,
+                    root: Path | None = None):
+    """The DPO policy (a :class:`~llmlab.model.GPT`) of :func:`get_dpo`, in eval mode."""
+    from .device import pick_device
+    from .train import load_checkpoint
+
+    art = get_dpo(preset, variant, root=root)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model, _ = load_checkpoint(art.file("model.pt"), device=device)
+    return model.eval()
