@@ -427,10 +427,9 @@ def get_dpo(preset: Preset | str | None = None, variant: str = "main", root: Pat
     ``off_policy`` (only the SFT model's own samples, or only the template-written pairs).
     """
     from . import dpo as dpo_mod
-    from .config import dpo_config
 
     p = _preset(preset)
-    dc = dpo_config(p)
+    dc = dpo_mod.dpo_config(p)
     if variant not in dpo_mod.variants(dc):
         raise ValueError(f"unknown DPO variant {variant!r}; expected one of {sorted(dpo_mod.variants(dc))}")
     deps = [get_prefs(p, root=root), get_sft_model(p, root=root), get_tokenizer_artifact(p, root=root)]

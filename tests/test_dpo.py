@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from llmlab import dpo
-from llmlab.config import DPO_PRESETS, ModelConfig, TrainConfig, dpo_config
+from llmlab.config import ModelConfig, TrainConfig
+from llmlab.dpo import DPO_PRESETS, dpo_config
 from llmlab.model import GPT, IGNORE_INDEX, sequence_logprobs
 from llmlab.train import fine_tune_config
 
@@ -203,3 +204,14 @@ def test_variants_and_config():
     assert set(DPO_PRESETS) == {"smoke", "cpu", "gpu"}
     pairs = [{"category": "on_policy"}, {"category": "facts"}, {"category": "padding"}]
     assert len(dpo.select_pairs(pairs, "on_policy")) == 1 and len(dpo.select_pairs(pairs, "off_policy")) == 2
+
+
+def test_every_dpo_config_field_has_a_comment():
+    import dataclasses
+    import inspect
+
+    src = inspect.getsource(dpo.DPOConfig)
+    for f in dataclasses.fields(dpo.DPOConfig):
+        line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
+        assert "#" in line, f"DPOConfig.{f.name} has no comment"
+    assert set(dpo.HYPERPARAMETERS) <= {f.name for f in dataclasses.fields(dpo.DPOConfig)}
