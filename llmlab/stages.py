@@ -412,6 +412,55 @@ def load_reward_model(preset: Preset | str | None = None, device=None, variant: 
     return model.eval()
 
 
+# --- notebook 06: RLHF with PPO (llmlab.ppo) ----------------------------------------------
+
+
+def get_ppo(preset: Preset | str | None = None, variant: str = "main", root: Path | None = None,
+            progress: bool = True, callback=None) -> Artifact:
+    """A PPO run (notebook 06), built by :func:`llmlab.ppo.build_ppo`: ``model.pt`` (the
+    policy), ``track.json`` (the followed prompts' sampled replies per iteration) and ``info``
+    with the run's config, per-iteration ``history`` (proxy, gold, KL, beta, losses), held-out
+    ``evals`` and ``final_eval`` (:func:`llmlab.ppo.evaluate_policy`) and wall time.
+
+    ``variant`` (:data:`llmlab.ppo.VARIANTS`): ``main`` (``PPOConfig``), ``beta0`` (no KL
+    penalty, section 5), ``nowhiten`` / ``noclip_value`` / ``lr10`` (short stability runs,
+    section 6). ``callback(iteration, metrics)`` sees each iteration when the run is built.
+    """
+    from . import ppo as ppo_mod
+    from .config import reward_config
+
+    p = _preset(preset)
+    c = ppo_mod.ppo_config(p)
+    ppo_mod.variant_config(c, variant)          # a clear error for an unknown variant
+    sft_art = get_sft_model(p, root=root)
+    rm_art = get_reward_model(p, root=root)
+    tok_art = get_tokenizer_artifact(p, root=root)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return ppo_mod.build_ppo(tmp, variant, c, p.sft, get_world(p), get_tokenizer(p, root=root),
+                                 load_sft_model(p, device, root=root),
+                                 load_reward_model(p, device, root=root), device, progress, callback)
+
+    return ensure("ppo" if variant == "main" else f"ppo_{variant}", p.name,
+                  [p.world, p.sft, p.model, reward_config(p), c], build,
+                  deps=[sft_art, rm_art, tok_art], code=code_of(ppo_mod.build_ppo), root=root)
+
+
+def load_ppo_policy(preset: Preset | str | None = None, variant: str = "main", device=None,
+                    root: Path | None = None):
+    """The PPO-trained policy (a :class:`~llmlab.model.GPT`) of :func:`get_ppo`, in eval mode."""
+    from .device import pick_device
+    from .train import load_checkpoint
+
+    art = get_ppo(preset, variant, root=root)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model, _ = load_checkpoint(art.file("model.pt"), device=device)
+    return model.eval()
+
+
 # --- notebook 07: direct preference optimisation (llmlab.dpo) -----------------------------
 
 

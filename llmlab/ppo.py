@@ -1,0 +1,887 @@
+"""RLHF with PPO: a policy optimised against the reward model, scored by the gold judge (notebook 06).
+
+PPO for language models holds **four models** (InstructGPT, Ouyang et al. 2022; Ziegler et al.
+2019): the **policy** (the SFT model, trained), the frozen **reference** (the SFT model, for the
+KL penalty), the frozen **reward model** (notebook 05) and the **value model** (the critic,
+initialised from the reward model, trained). One iteration (:func:`ppo_iteration`) is
+
+1. **generate**: sample one reply per prompt from the policy at temperature 1 with the KV cache
+   (:func:`sample_with_logprobs`, :func:`rollout`), prompts from the world's training split;
+2. **score**: the reward model read at the reply's last token; the gold judge's score is
+   logged beside it and never trained on;
+3. **KL penalty**: per token ``kl_t = log pi(y_t) - log pi_ref(y_t)`` (:func:`per_token_kl`),
+   and the per-token reward ``r_t = -beta kl_t``, plus the RM score at the last reply token
+   (:func:`penalised_rewards`). Summed over a reply this is the seed's objective
+   ``E[R] - beta KL``: the sum of ``kl_t`` over tokens sampled from pi is an unbiased
+   estimate of ``KL(pi || pi_ref)`` of the whole reply;
+4. **advantages** by GAE (:func:`gae`, Schulman et al. 2016, Eq. 16) and whitening
+   (:func:`whiten`);
+5. **update**: a few epochs of minibatches of the clipped surrogate (:func:`ppo_clip_loss`,
+   Schulman et al. 2017, Eq. 7) and the clipped value loss (:func:`value_loss`), each step
+   through :func:`llmlab.train.train_step`, the shared loop's optimiser step.
+
+The KL coefficient is fixed (:class:`FixedKL`) or adapted towards a target KL
+(:class:`AdaptiveKL`, Ziegler et al. 2019, Sec. 2.2). :func:`evaluate_policy` measures a policy
+on held-out prompts (gold and proxy reward, KL to the reference, behaviour shares with Wilson
+intervals) -- notebook 07 (DPO) uses the same function -- and :func:`best_of_n` is the non-RL
+baseline (sample N, keep the RM's favourite; its KL is ``log N - (N-1)/N``). The recipe of the
+cached runs is :func:`build_ppo`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from . import chat, evaluate, prefs, sft
+from .model import GPT, ScalarModel, gather_at
+
+# ============================================================================================
+# 0. The stage's config
+# ============================================================================================
+# PPOConfig lives here rather than in llmlab/config.py for now: artifacts hash the whole source
+# of every module their recipe imports, and every recipe imports config.py, so appending to it
+# would make every cached artifact of every preset stale. Move it there when that hash narrows.
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO against the reward model (notebook 06, ``llmlab.ppo``)."""
+
+    iterations: int = 40              # PPO iterations of the main run (rollout, score, update)
+    batch_size: int = 64              # prompts per rollout, one sampled reply each
+    minibatch_size: int = 32          # episodes per optimiser step
+    epochs: int = 2                   # passes over each rollout
+    lr: float = 3e-5                  # AdamW learning rate of policy and value model (constant)
+    grad_clip: float = 1.0            # clip the global gradient norm (policy and value together)
+    clip: float = 0.2                 # policy ratio clip epsilon (Schulman et al. 2017)
+    clip_value: float = 0.2           # value clip around the rollout's values (0 = no clipping)
+    vf_coef: float = 0.5              # weight of the value loss in the summed loss
+    gamma: float = 1.0                # discount per token (1: the reply is one episode)
+    lam: float = 0.95                 # GAE lambda
+    whiten: bool = True               # normalise advantages over each rollout
+    kl: str = "adaptive"              # KL controller: "fixed" or "adaptive" (Ziegler et al. 2019)
+    beta: float = 0.1                 # KL coefficient (the adaptive controller's start)
+    target_kl: float = 2.0            # adaptive: the KL per reply (nats) beta steers towards
+    horizon: int = 1000               # adaptive: episodes over which beta may change by about 20%
+    max_new_tokens: int = 24          # longest sampled reply (tokens)
+    no_stop_penalty: float = 1.0      # subtracted from the RM score of a reply that never stops
+    n_prompts: int = 2000             # training-split prompt pool the rollouts draw from
+    n_eval: int = 128                 # held-out prompts of each evaluation
+    eval_every: int = 10              # iterations between held-out evaluations
+    n_track: int = 3                  # held-out prompts followed through training (the slider)
+    track_samples: int = 4            # sampled replies per followed prompt and iteration
+    beta0_iterations: int = 60        # iterations of the beta = 0 run (reward hacking)
+    stability_iterations: int = 8     # iterations of each stability run (no whitening, ...)
+    best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
+    seed: int = 0                     # seeds prompts, sampling and minibatch order
+
+
+PPO_PRESETS = {
+    "smoke": PPOConfig(iterations=4, batch_size=16, minibatch_size=8, max_new_tokens=12,
+                       n_prompts=64, n_eval=24, eval_every=2, n_track=2, track_samples=2,
+                       beta0_iterations=4, stability_iterations=2, best_of_n=(1, 2, 4)),
+    "cpu": PPOConfig(),
+    "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, max_new_tokens=48,
+                     n_prompts=20000, n_eval=1000, eval_every=20, beta0_iterations=300,
+                     stability_iterations=40, best_of_n=(1, 2, 4, 8, 16, 32, 64)),
+}
+
+
+def ppo_config(preset=None) -> PPOConfig:
+    """The :class:`PPOConfig` of a preset (a :class:`~llmlab.config.Preset`, its name, or None for the default)."""
+    from .config import Preset, get_preset
+
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    return PPO_PRESETS[p.name]
+
+
+# ============================================================================================
+# 1. The math, as small pure functions
+# ============================================================================================
+
+
+def token_logprobs(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each next token: ``log p(idx[:, t+1] | idx[:, :t+1])``.
+
+    logits (B, T, V) of the sequence ``idx`` (B, T) -> (B, T - 1); entry t scores token t + 1
+    (the *action* taken after state t). Unlike :func:`llmlab.model.sequence_logprobs` nothing is
+    summed: PPO needs every token's own log-probability.
+
+    >>> lp = token_logprobs(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 2]]))   # uniform over 4
+    >>> [round(x, 4) for x in lp[0].tolist()]
+    [-1.3863, -1.3863]
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)                   # (B, T-1, V)
+    return logp.gather(-1, idx[:, 1:].unsqueeze(-1)).squeeze(-1)               # (B, T-1)
+
+
+def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The KL estimate of each sampled token, ``log pi(y_t) - log pi_ref(y_t)`` (the "k1"
+    estimator), zero off the reply. (B, T), (B, T), (B, T) -> (B, T).
+
+    Its sum over a reply sampled from pi is an unbiased estimate of ``KL(pi || pi_ref)`` of the
+    reply; it is exactly zero when the policy is the reference.
+
+    >>> per_token_kl(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -2.0]]), torch.ones(1, 2))
+    tensor([[0.5000, 0.0000]])
+    """
+    return (logprobs - ref_logprobs) * mask
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row of a 0/1 mask (B, T) -> (B,) (the reply's last token).
+
+    >>> last_index(torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0]]))
+    tensor([2, 0])
+    """
+    T = mask.size(1)
+    pos = torch.arange(T, device=mask.device).expand_as(mask)                  # (B, T)
+    return torch.where(mask > 0, pos, torch.full_like(pos, -1)).max(dim=1).values
+
+
+def penalised_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
+                      beta: float) -> torch.Tensor:
+    """Per-token rewards of InstructGPT's objective: ``r_t = -beta kl_t`` on every reply token,
+    plus the reward model's score on the last one. scores (B,), kl (B, T), mask (B, T) -> (B, T).
+
+    Summed over a reply: ``R(x, y) - beta * sum_t kl_t``, the seed's ``E[R] - beta KL``.
+
+    >>> penalised_rewards(torch.tensor([2.0]), torch.tensor([[0.0, 0.5, 1.0, 0.0]]),
+    ...                   torch.tensor([[0.0, 1.0, 1.0, 0.0]]), beta=0.1)
+    tensor([[ 0.0000, -0.0500,  1.9000,  0.0000]])
+    """
+    rewards = torch.zeros_like(kl) - beta * kl * mask                         # (B, T)
+    last = last_index(mask)                                                    # (B,)
+    return rewards.scatter_add(1, last.view(-1, 1), scores.view(-1, 1).to(rewards.dtype))
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016, Eq. 16), one reply per row.
+
+    ``delta_t = r_t + gamma V_{t+1} - V_t`` and ``A_t = delta_t + gamma lam A_{t+1}``, with
+    ``V`` and ``A`` zero after the reply's last token (the episode ends there). rewards, values,
+    mask (B, T) -> ``(advantages, returns)``, each (B, T), zero off the mask; returns are
+    ``A + V``, the value model's targets.
+
+    >>> a, ret = gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), 1.0, 1.0)
+    >>> a.tolist(), ret.tolist()         # A_1 = 1 - 0.5; A_0 = (0 + 0.5 - 0.5) + A_1
+    ([[0.5, 0.5]], [[1.0, 1.0]])
+    """
+    B, T = rewards.shape
+    adv = torch.zeros_like(rewards)                                            # (B, T)
+    next_adv = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)      # (B,)
+    next_value = torch.zeros_like(next_adv)                                    # (B,)
+    for t in reversed(range(T)):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]              # (B,)
+        a = (delta + gamma * lam * next_adv) * m
+        adv[:, t] = a
+        # off the reply, carry nothing backwards into the prompt
+        next_adv = torch.where(m > 0, a, torch.zeros_like(a))
+        next_value = torch.where(m > 0, values[:, t], torch.zeros_like(a))
+    return adv, (adv + values) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is 1."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Advantages normalised to mean 0 and standard deviation 1 over the reply tokens of the
+    batch (zero off the mask). Keeps the policy step's size independent of the reward's scale.
+
+    >>> whiten(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[1.0, 1.0, 0.0]])).tolist()
+    [[-1.0, 1.0, 0.0]]
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                  mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """The clipped surrogate objective (Schulman et al. 2017, Eq. 7), as a loss to minimise:
+
+    ``-mean_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)`` with ``rho_t = pi / pi_old``.
+
+    Once the ratio has moved past the clip range in the direction the advantage favours, the
+    clipped term is the smaller one and is constant: that token's gradient is zero, so one
+    rollout cannot push the policy far. All (B, T); returns ``(loss, metrics)`` with the share
+    of clipped tokens and the approximate KL to the rollout policy.
+
+    >>> a = torch.tensor([[1.0]]); m = torch.ones(1, 1); old = torch.zeros(1, 1)
+    >>> round(ppo_clip_loss(torch.tensor([[0.5]]), old, a, m)[0].item(), 4)   # rho = e^0.5, capped at 1.2
+    -1.2
+    """
+    ratio = torch.exp(logprobs - old_logprobs)                                 # (B, T)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
+    loss = -masked_mean(torch.min(unclipped, clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean(((ratio - 1.0).abs() > clip).float(), mask).item()
+        approx_kl = masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask).item()
+    return loss, {"clipfrac": clipfrac, "approx_kl": approx_kl}
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+               mask: torch.Tensor, clip: float | None = 0.2) -> torch.Tensor:
+    """The value model's loss: ``0.5 mean_t max((V - G)^2, (V_clipped - G)^2)`` with
+    ``V_clipped = V_old + clip(V - V_old, -eps, eps)`` (the clipped value loss of OpenAI's PPO
+    code); ``clip=None`` or 0 is the plain squared error. All (B, T) -> ().
+
+    >>> value_loss(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.ones(1, 1)).item()
+    0.5
+    """
+    err = (values - returns) ** 2
+    if clip:
+        v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+        err = torch.max(err, (v_clipped - returns) ** 2)
+    return 0.5 * masked_mean(err, mask)
+
+
+# --------------------------------------------------------------------------------------------
+# KL control
+# --------------------------------------------------------------------------------------------
+
+
+class FixedKL:
+    """A constant KL coefficient beta."""
+
+    def __init__(self, beta: float):
+        self.beta = beta
+
+    def update(self, kl: float, n_episodes: int) -> float:
+        return self.beta
+
+
+class AdaptiveKL:
+    """The adaptive KL controller of Ziegler et al. 2019 (Sec. 2.2): move beta towards the value
+    that keeps the measured KL at ``target``,
+
+    ``e = clip(KL / target - 1, -0.2, 0.2)``, ``beta <- beta (1 + e * n / horizon)``
+
+    after a rollout of ``n`` episodes. KL above the target raises beta, below it lowers beta.
+
+    >>> c = AdaptiveKL(0.1, target=1.0, horizon=100)
+    >>> round(c.update(kl=3.0, n_episodes=50), 4), round(c.update(kl=0.0, n_episodes=50), 4)
+    (0.11, 0.099)
+    """
+
+    def __init__(self, beta: float, target: float, horizon: int):
+        self.beta, self.target, self.horizon = beta, target, horizon
+
+    def update(self, kl: float, n_episodes: int) -> float:
+        error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+        self.beta *= 1.0 + error * n_episodes / self.horizon
+        return self.beta
+
+
+def kl_controller(c) -> FixedKL | AdaptiveKL:
+    """The controller a :class:`PPOConfig` asks for (``kl = "fixed"`` or ``"adaptive"``)."""
+    if c.kl == "fixed":
+        return FixedKL(c.beta)
+    if c.kl == "adaptive":
+        return AdaptiveKL(c.beta, c.target_kl, c.horizon)
+    raise ValueError(f"PPOConfig.kl must be 'fixed' or 'adaptive', got {c.kl!r}")
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL of best-of-n sampling to the sampling policy, ``log n - (n - 1) / n`` (Stiennon et al.
+    2020, appendix; an upper bound, tight for continuous rewards).
+
+    >>> best_of_n_kl(1), round(best_of_n_kl(4), 4)
+    (0.0, 0.6363)
+    """
+    return math.log(n) - (n - 1) / n
+
+
+# ============================================================================================
+# 2. The four models
+# ============================================================================================
+
+
+class ActorCritic(nn.Module):
+    """The two trained models of PPO in one module, so one optimiser and one call of
+    :func:`llmlab.train.train_step` update both: the **policy** (a GPT) and the **value model**
+    (a :class:`~llmlab.model.ScalarModel` of kind ``value``).
+
+    ``forward(idx)`` (B, T) -> ``(logprobs (B, T-1), values (B, T-1))``: the policy's
+    log-probability of each next token and the value of the state before it.
+    """
+
+    def __init__(self, policy: GPT, value: ScalarModel):
+        super().__init__()
+        self.policy, self.value = policy, value
+        self.config = policy.config
+
+    def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, _ = self.policy(idx)                                           # (B, T, V)
+        return token_logprobs(logits, idx), self.value(idx)[:, :-1]            # (B, T-1) each
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        return self.policy.flops_per_token(seq_len) + self.value.flops_per_token(seq_len)
+
+
+def value_model_from(rm: ScalarModel) -> ScalarModel:
+    """The critic, initialised from the reward model (InstructGPT, Sec. 3.5): a copy of its body
+    and head, read at every position instead of the last."""
+    v = copy.deepcopy(rm)
+    v.kind = "value"
+    return v
+
+
+def model_memory(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Bytes a model holds: ``params``, ``grads`` (when trained: one per parameter, same dtype)
+    and ``optimizer`` (the state tensors the optimiser allocated, e.g. Adam's two moments).
+
+    Measured from the tensors themselves; the tied head of a GPT counts once.
+    """
+    params = {id(p): p for p in model.parameters()}
+    p_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    g_bytes = sum(p.numel() * p.element_size() for p in params.values() if p.requires_grad)
+    o_bytes = 0
+    if optimizer is not None:
+        for pid, st in optimizer.state.items():
+            if id(pid) in params:
+                o_bytes += sum(t.numel() * t.element_size() for t in st.values() if torch.is_tensor(t))
+    else:
+        g_bytes = 0
+    return {"params": sum(p.numel() for p in params.values()), "param_bytes": p_bytes,
+            "grad_bytes": g_bytes, "optimizer_bytes": o_bytes,
+            "total_bytes": p_bytes + g_bytes + o_bytes}
+
+
+def memory_7b(n_params: float = 7e9, weight_bytes: int = 2, grad_bytes: int = 2,
+              master_bytes: int = 4, adam_bytes: int = 8) -> list[dict]:
+    """The same four models at ``n_params`` each in bf16 with Adam (mixed precision: bf16 weights
+    and gradients, an fp32 master copy and Adam's two fp32 moments for the trained ones).
+
+    >>> [round(r["GB"]) for r in memory_7b()]
+    [112, 14, 14, 112]
+    """
+    trained = weight_bytes + grad_bytes + master_bytes + adam_bytes
+    rows = []
+    for name, per in (("policy (trained)", trained), ("reference (frozen)", weight_bytes),
+                      ("reward model (frozen)", weight_bytes), ("value model (trained)", trained)):
+        rows.append({"model": name, "bytes_per_param": per, "GB": n_params * per / 1e9})
+    return rows
+
+
+# ============================================================================================
+# 3. Rollouts with the KV cache
+# ============================================================================================
+
+
+@torch.no_grad()
+def sample_with_logprobs(model: GPT, idx: torch.Tensor, max_new_tokens: int, stop_id: int,
+                         temperature: float = 1.0, generator: torch.Generator | None = None,
+                         use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample replies to prompts of equal length and record each token's log-probability.
+
+    idx (B, T) -> ``(tokens (B, n), logprobs (B, n), lengths (B,))``: ``lengths`` counts each
+    row's reply tokens up to and including its first ``stop_id`` (all ``n`` if it never
+    stopped); after that the row repeats ``stop_id``. Like :func:`llmlab.generate.generate`
+    the prompt is prefilled once and each new token is one position of work against the KV
+    cache; ``use_cache=False`` recomputes the whole sequence at every step (to time the
+    difference). The log-probabilities are of the temperature-scaled distribution the tokens
+    were drawn from; ``tests/test_ppo.py`` checks they equal a full forward pass's.
+    """
+    was = model.training
+    model.eval()
+    B, T = idx.shape
+    n_new = min(max_new_tokens, model.config.block_size - T)
+    cache = model.new_cache() if use_cache else None
+    seq, tokens, logps = idx, [], []
+    done = torch.zeros(B, dtype=torch.bool, device=idx.device)                 # (B,)
+    lengths = torch.zeros(B, dtype=torch.long, device=idx.device)              # (B,)
+    for step in range(n_new):
+        if use_cache:
+            logits, _ = model(seq if step == 0 else seq[:, -1:], cache=cache)  # (B, T or 1, V)
+        else:
+            logits, _ = model(seq)                                             # (B, T + step, V)
+        logp = torch.log_softmax(logits[:, -1].float() / temperature, dim=-1)  # (B, V)
+        nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+        nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
+        tokens.append(nxt)
+        logps.append(logp.gather(1, nxt.view(-1, 1)).squeeze(1))
+        lengths += (~done).long()
+        done = done | (nxt == stop_id)
+        seq = torch.cat([seq, nxt.view(-1, 1)], dim=1)                         # (B, T + step + 1)
+        if bool(done.all()):
+            break
+    model.train(was)
+    if not tokens:
+        empty = idx.new_zeros(B, 0)
+        return empty, empty.float(), lengths
+    return torch.stack(tokens, 1), torch.stack(logps, 1), lengths
+
+
+@dataclass
+class Rollout:
+    """A batch of episodes (prompt + one sampled reply each), right-padded to one tensor.
+
+    Per-token arrays have T - 1 columns: column t is the action "token t + 1" taken in the
+    state "tokens 0..t"; ``mask`` is 1 on the columns whose token is part of the reply (its
+    stop token included).
+    """
+
+    idx: torch.Tensor              # (B, T) prompt + reply tokens, right-padded with pad_id
+    mask: torch.Tensor             # (B, T-1) 1.0 where the action is a reply token
+    stopped: torch.Tensor          # (B,) the reply ended with the template's stop token
+    texts: list                    # decoded replies (without the stop token)
+    items: list                    # the prompt items (for the gold judge)
+    scores: torch.Tensor | None = None      # (B,) reward-model score (with the missing-stop penalty)
+    gold: list = field(default_factory=list)  # gold judge score per reply (logged, never trained on)
+    logprobs: torch.Tensor | None = None    # (B, T-1) log pi_old(action)
+    ref_logprobs: torch.Tensor | None = None  # (B, T-1) log pi_ref(action)
+    values: torch.Tensor | None = None      # (B, T-1) V_old(state)
+
+    @property
+    def last(self) -> torch.Tensor:
+        """(B,) sequence index of each reply's last token (where the reward model reads)."""
+        return last_index(self.mask) + 1
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(B,) reply length in tokens (stop token included)."""
+        return self.mask.sum(1)
+
+
+def prompt_ids(items: list[dict], tok, template: str) -> list[list[int]]:
+    """Each item's conversation rendered and tokenised up to the assistant's turn."""
+    return [chat.tokenize_chat(it["messages"], tok, template, add_generation_prompt=True)[0]
+            for it in items]
+
+
+@torch.no_grad()
+def rollout(policy: GPT, tok, items: list[dict], template: str, max_new_tokens: int,
+            generator: torch.Generator | None = None, use_cache: bool = True,
+            temperature: float = 1.0) -> Rollout:
+    """Step 1 of the cycle: one sampled reply per prompt item, as a right-padded :class:`Rollout`.
+
+    Prompts of equal length share a batch and a KV cache (no left padding, which the learned
+    position table never saw); the episodes come back in the order of ``items``.
+    """
+    device = next(policy.parameters()).device
+    stop_id = tok.special_tokens[chat.STOP_TOKENS[template]]
+    prompts = prompt_ids(items, tok, template)
+    by_len: dict = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    seqs: list = [None] * len(items)
+    n_reply = [0] * len(items)
+    stopped = [False] * len(items)
+    for T, group in sorted(by_len.items()):
+        idx = torch.tensor([prompts[i] for i in group], device=device)         # (b, T)
+        toks, _, lengths = sample_with_logprobs(policy, idx, max_new_tokens, stop_id, temperature,
+                                                generator, use_cache)
+        for j, i in enumerate(group):
+            n = int(lengths[j])
+            reply = toks[j, :n].tolist()
+            seqs[i] = prompts[i] + reply
+            n_reply[i] = n
+            stopped[i] = n > 0 and reply[-1] == stop_id
+    T_max = max(len(s) for s in seqs)
+    idx = torch.full((len(items), T_max), tok.pad_id, dtype=torch.long)         # (B, T)
+    mask = torch.zeros(len(items), T_max - 1)                                   # (B, T-1)
+    for b, s in enumerate(seqs):
+        idx[b, :len(s)] = torch.tensor(s)
+        P = len(prompts[b])
+        mask[b, P - 1:P - 1 + n_reply[b]] = 1.0
+    texts = []
+    for b, s in enumerate(seqs):
+        body = s[len(prompts[b]):len(prompts[b]) + n_reply[b] - int(stopped[b])]
+        texts.append(tok.decode([t for t in body if t != tok.eot_id]).strip())
+    return Rollout(idx.to(device), mask.to(device), torch.tensor(stopped, device=device), texts,
+                   list(items))
+
+
+@torch.no_grad()
+def score_rollout(ro: Rollout, rm: ScalarModel, values: dict, no_stop_penalty: float) -> Rollout:
+    """Step 2: the reward model's score of each episode, read at its last reply token on the
+    very tokens the policy sampled, minus ``no_stop_penalty`` for a reply that never ended its
+    turn (it hit the length limit); and the gold judge's score of the decoded reply, logged."""
+    was = rm.training
+    rm.eval()
+    r = gather_at(rm(ro.idx), ro.last)                                         # (B,)
+    rm.train(was)
+    ro.scores = r - no_stop_penalty * (~ro.stopped).float()
+    ro.gold = [prefs.gold_score(it, t, values).score for it, t in zip(ro.items, ro.texts)]
+    return ro
+
+
+@torch.no_grad()
+def logprobs_of(model: GPT, idx: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """:func:`token_logprobs` of ``model`` over a batch, in chunks. (B, T) -> (B, T-1)."""
+    was = model.training
+    model.eval()
+    out = torch.cat([token_logprobs(model(idx[s:s + batch_size])[0], idx[s:s + batch_size])
+                     for s in range(0, idx.size(0), batch_size)])
+    model.train(was)
+    return out
+
+
+# ============================================================================================
+# 4. Measuring a policy on held-out prompts (notebooks 06 and 07)
+# ============================================================================================
+
+
+def mean_interval(xs: list[float], z: float = 1.96) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean with its normal-approximation 95% interval.
+
+    >>> [round(v, 3) for v in mean_interval([1.0, 2.0, 3.0, 4.0])]
+    [2.5, 1.235, 3.765]
+    """
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = sum(xs) / n
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    half = z * sd / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def share(k: int, n: int) -> dict:
+    """A rate with its count and 95% Wilson interval: ``{"rate", "k", "n", "ci"}``."""
+    return {"rate": k / n if n else float("nan"), "k": k, "n": n,
+            "ci": list(evaluate.wilson_interval(k, n))}
+
+
+def fmt_share(s: dict) -> str:
+    """A share as the series prints it: ``0.78 (95% CI 0.69-0.85, n=85)``.
+
+    >>> fmt_share(share(8, 10))
+    '0.80 (95% CI 0.49-0.94, n=10)'
+    """
+    if not s["n"]:
+        return "- (n=0)"
+    return f"{s['rate']:.2f} (95% CI {s['ci'][0]:.2f}-{s['ci'][1]:.2f}, n={s['n']})"
+
+
+def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: dict) -> dict:
+    """The behaviour shares of replies to prompt items, with n and Wilson intervals:
+    ``idk`` ("I don't know" on unknown entities), ``refusal`` (refusals of decline requests),
+    ``factual`` (the right answer to fact questions), ``premise_corrected`` (the true value
+    stated against a false premise, per the gold judge) and ``stopped`` (the reply ended its
+    turn); plus ``length`` (mean reply length in characters)."""
+    def count(kind, test):
+        sel = [(it, t) for it, t in zip(items, texts) if it["kind"] == kind]
+        return share(sum(bool(test(it, t)) for it, t in sel), len(sel))
+
+    return {"idk": count("unknown", lambda it, t: prefs.is_idk(t)),
+            "refusal": count("decline", lambda it, t: prefs.is_refusal(t)),
+            "factual": count("fact", lambda it, t: prefs.gold_score(it, t, values).case
+                             == "states the right answer"),
+            "premise_corrected": count("premise", lambda it, t: prefs.gold_score(it, t, values).case
+                                       == "corrects the false premise"),
+            "stopped": share(sum(map(bool, stopped)), len(stopped)),
+            "length": sum(len(t) for t in texts) / max(len(texts), 1)}
+
+
+SHARES = ("idk", "refusal", "factual", "premise_corrected")
+
+
+@torch.no_grad()
+def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dict], values: dict,
+                    template: str = "chatml", max_new_tokens: int = 40, n_samples: int = 1,
+                    seed: int = 0, no_stop_penalty: float = 1.0, batch_size: int = 256,
+                    keep_replies: bool = True) -> dict:
+    """A policy measured on held-out prompt items (notebook 06, section 4; notebook 07 too).
+
+    Samples ``n_samples`` replies per item at temperature 1 (the distribution PPO optimises and
+    the KL is defined on) with a fixed seed, then reports over all of them:
+
+    - ``gold``: mean gold-judge reward with its 95% interval (``gold_ci``);
+    - ``proxy``: mean reward-model score (minus ``no_stop_penalty`` for a reply that never
+      stopped, as in training) with ``proxy_ci``;
+    - ``kl``: mean ``sum_t log pi - log pi_ref`` per reply (nats), with ``kl_ci``;
+    - ``shares``: :func:`behaviour` (idk, refusal, factual, premise_corrected, stopped: each
+      ``{"rate", "k", "n", "ci"}``) and ``length`` (mean characters per reply);
+    - ``replies`` (with ``keep_replies``): per reply its item, text, gold, proxy and kl.
+    """
+    device = next(policy.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rows = [it for it in items for _ in range(n_samples)]
+    texts, stopped, gold, proxy, kl = [], [], [], [], []
+    for s in range(0, len(rows), batch_size):
+        ro = rollout(policy, tok, rows[s:s + batch_size], template, max_new_tokens, gen)
+        score_rollout(ro, rm, values, no_stop_penalty)
+        lp, ref_lp = logprobs_of(policy, ro.idx), logprobs_of(ref, ro.idx)
+        kl += per_token_kl(lp, ref_lp, ro.mask).sum(1).tolist()
+        texts += ro.texts
+        stopped += ro.stopped.tolist()
+        gold += ro.gold
+        proxy += ro.scores.tolist()
+    g, p, k = mean_interval(gold), mean_interval(proxy), mean_interval(kl)
+    b = behaviour(rows, texts, stopped, values)
+    out = {"n": len(rows), "n_prompts": len(items), "gold": g[0], "gold_ci": list(g[1:]),
+           "proxy": p[0], "proxy_ci": list(p[1:]), "kl": k[0], "kl_ci": list(k[1:]),
+           "shares": {name: b[name] for name in SHARES + ("stopped",)}, "length": b["length"]}
+    if keep_replies:
+        out["replies"] = [{"prompt": it["messages"][-1]["content"], "kind": it["kind"], "text": t,
+                           "gold": gv, "proxy": pv, "kl": kv}
+                          for it, t, gv, pv, kv in zip(rows, texts, gold, proxy, kl)]
+    return out
+
+
+@torch.no_grad()
+def best_of_n(model: GPT, rm: ScalarModel, tok, items: list[dict], values: dict, ns=(1, 2, 4, 8, 16),
+              template: str = "chatml", max_new_tokens: int = 40, seed: int = 0,
+              no_stop_penalty: float = 1.0, batch_size: int = 256) -> list[dict]:
+    """Best-of-n sampling, the non-RL baseline (notebook 06, section 5): sample ``max(ns)``
+    replies per prompt from ``model`` once, and for each ``n`` keep the one of the first ``n``
+    that the reward model scores highest. Returns per ``n``: mean gold and proxy reward of the
+    kept replies (with intervals) and the KL of best-of-n to ``model``, :func:`best_of_n_kl`."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    N = max(ns)
+    rows = [it for it in items for _ in range(N)]
+    gold, proxy = [], []
+    for s in range(0, len(rows), batch_size):
+        ro = score_rollout(rollout(model, tok, rows[s:s + batch_size], template, max_new_tokens, gen),
+                           rm, values, no_stop_penalty)
+        gold += ro.gold
+        proxy += ro.scores.tolist()
+    out = []
+    for n in ns:
+        gk, pk = [], []
+        for i in range(len(items)):
+            cand = range(i * N, i * N + n)
+            best = max(cand, key=lambda j: proxy[j])
+            gk.append(gold[best])
+            pk.append(proxy[best])
+        g, p = mean_interval(gk), mean_interval(pk)
+        out.append({"n": n, "kl": best_of_n_kl(n), "gold": g[0], "gold_ci": list(g[1:]),
+                    "proxy": p[0], "proxy_ci": list(p[1:])})
+    return out
+
+
+# ============================================================================================
+# 5. The PPO iteration and the trainer
+# ============================================================================================
+
+
+def ppo_loss_fn(c) -> Callable:
+    """The objective of step 5 as a ``loss_fn(model, batch) -> (loss, metrics)`` for
+    :func:`llmlab.train.train_step`: the clipped surrogate plus ``vf_coef`` times the clipped
+    value loss, over one minibatch of a rollout (``model`` is an :class:`ActorCritic`)."""
+    def loss_fn(model, batch):
+        logprobs, values = model(batch["idx"])                                 # (b, T-1) each
+        m = batch["mask"]
+        pg, stats = ppo_clip_loss(logprobs, batch["logprobs"], batch["advantages"], m, c.clip)
+        vf = value_loss(values, batch["values"], batch["returns"], m, c.clip_value)
+        return pg + c.vf_coef * vf, {"policy_loss": pg.item(), "value_loss": vf.item(), **stats}
+    return loss_fn
+
+
+def ppo_iteration(ac: ActorCritic, ref: GPT, rm: ScalarModel, tok, items: list[dict], values: dict,
+                  c, beta: float, optimizer, scaler, precision, device, template: str = "chatml",
+                  generator: torch.Generator | None = None) -> tuple[Rollout, dict]:
+    """One PPO iteration (notebook 06, section 2): the seed's cycle, step by step.
+
+    Returns the rollout and the iteration's metrics: mean proxy and gold reward, KL to the
+    reference per reply, reply length, and the update's losses.
+    """
+    from .train import train_step
+
+    # 1) generate: one reply per prompt, sampled at temperature 1 with the KV cache
+    ro = rollout(ac.policy, tok, items, template, c.max_new_tokens, generator)
+    # 2) score: the reward model at the last reply token; the gold judge only logged
+    score_rollout(ro, rm, values, c.no_stop_penalty)
+    with torch.no_grad():
+        was = ac.training
+        ac.eval()
+        ro.logprobs, ro.values = ac(ro.idx)                                    # (B, T-1) each
+        ac.train(was)
+        ro.ref_logprobs = logprobs_of(ref, ro.idx)                             # (B, T-1)
+        # 3) KL penalty: per-token log pi - log pi_ref, into the per-token reward
+        kl = per_token_kl(ro.logprobs, ro.ref_logprobs, ro.mask)               # (B, T-1)
+        rewards = penalised_rewards(ro.scores, kl, ro.mask, beta)              # (B, T-1)
+        # 4) advantages: GAE, then whitening over the batch's reply tokens
+        adv, returns = gae(rewards, ro.values * ro.mask, ro.mask, c.gamma, c.lam)
+        if c.whiten:
+            adv = whiten(adv, ro.mask)
+    # 5) update: a few epochs of shuffled minibatches, each one optimiser step of the shared loop
+    data = {"idx": ro.idx, "mask": ro.mask, "logprobs": ro.logprobs, "values": ro.values,
+            "advantages": adv, "returns": returns}
+    loss_fn = ppo_loss_fn(c)
+    B = ro.idx.size(0)
+    stats: dict = {}
+    n_steps = 0
+    for _ in range(c.epochs):
+        order = torch.randperm(B, generator=generator, device=generator.device if generator else "cpu")
+        for s in range(0, B, c.minibatch_size):
+            sel = order[s:s + c.minibatch_size].to(ro.idx.device)
+            mb = {k: v[sel] for k, v in data.items()}
+            T = int(mb["mask"].sum(0).nonzero().max()) + 2                     # crop right padding
+            mb = {k: v[:, :T] if k == "idx" else v[:, :T - 1] for k, v in mb.items()}
+            loss, m = train_step(ac, optimizer, scaler, [mb], loss_fn, c.grad_clip, precision,
+                                 device, n_steps)
+            for k, v in {"loss": loss, **m}.items():
+                stats[k] = stats.get(k, 0.0) + v
+            n_steps += 1
+    seq_kl = kl.sum(1)                                                         # (B,)
+    metrics = {"proxy": ro.scores.mean().item(), "gold": sum(ro.gold) / len(ro.gold),
+               "kl": seq_kl.mean().item(), "beta": beta,
+               "reward": (ro.scores - beta * seq_kl).mean().item(),
+               "length": ro.lengths.float().mean().item(),
+               "stopped": ro.stopped.float().mean().item(),
+               **{k: v / max(n_steps, 1) for k, v in stats.items()}}
+    return ro, metrics
+
+
+def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dict],
+              eval_items: list[dict], track_items: list[dict], values: dict, c, template: str = "chatml",
+              device=None, progress: bool = True, callback: Callable | None = None) -> dict:
+    """Run ``c.iterations`` PPO iterations on ``policy`` in place (notebook 06, section 3).
+
+    Each iteration draws ``c.batch_size`` prompts from ``train_items`` (the training split) and
+    calls :func:`ppo_iteration`. Every ``c.eval_every`` iterations (and at the start and end)
+    the policy is measured on ``eval_items`` with :func:`evaluate_policy` (held-out prompts),
+    and every iteration the ``track_items`` get ``c.track_samples`` sampled replies each (the
+    slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
+    Returns ``{"history", "evals", "track", "seconds", "rollout_seconds"}``.
+    """
+    from .device import autocast, choose_precision, grad_scaler  # noqa: F401
+    from .train import configure_optimizer, fine_tune_config
+    from .config import TrainConfig
+
+    device = device or next(policy.parameters()).device
+    value = value_model_from(rm)
+    ac = ActorCritic(policy, value).to(device)
+    ref.to(device).eval()
+    rm.to(device).eval()
+    for p in list(ref.parameters()) + list(rm.parameters()):
+        p.requires_grad_(False)
+    precision = choose_precision(device)
+    opt_cfg = fine_tune_config(TrainConfig(), lr=c.lr, max_steps=c.iterations, batch_size=c.minibatch_size,
+                               weight_decay=0.0)
+    optimizer = configure_optimizer(ac, opt_cfg)
+    scaler = grad_scaler(device, precision)
+    ctl = kl_controller(c)
+    gen = torch.Generator(device=device).manual_seed(c.seed)
+    rng = random.Random(c.seed)
+    history, evals, track = [], [], []
+
+    def measure(it):
+        e = evaluate_policy(policy, ref, rm, tok, eval_items, values, template, c.max_new_tokens,
+                            seed=c.seed + 1, no_stop_penalty=c.no_stop_penalty, keep_replies=False)
+        evals.append({"iteration": it, **e})
+
+    def follow(it):
+        rows = [t for t in track_items for _ in range(c.track_samples)]
+        if not rows:
+            return
+        e = evaluate_policy(policy, ref, rm, tok, rows, values, template, c.max_new_tokens,
+                            seed=c.seed + 2, no_stop_penalty=c.no_stop_penalty)
+        track.append({"iteration": it, "replies": e["replies"]})
+
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    measure(0)
+    follow(0)
+    bar = tqdm(total=c.iterations, desc="PPO", unit="iter", disable=not progress)
+    for it in range(1, c.iterations + 1):
+        batch = [train_items[rng.randrange(len(train_items))] for _ in range(c.batch_size)]
+        ac.train()
+        _, m = ppo_iteration(ac, ref, rm, tok, batch, values, c, ctl.beta, optimizer, scaler,
+                             precision, device, template, gen)
+        ctl.update(m["kl"], c.batch_size)
+        history.append({"iteration": it, **m})
+        if it % c.eval_every == 0 or it == c.iterations:
+            measure(it)
+        follow(it)
+        bar.update(1)
+        bar.set_postfix(proxy=f"{m['proxy']:.2f}", gold=f"{m['gold']:.2f}", kl=f"{m['kl']:.2f}")
+        if callback is not None:
+            callback(it, m)
+    bar.close()
+    policy.eval()
+    return {"history": history, "evals": evals, "track": track,
+            "seconds": time.perf_counter() - t0}
+
+
+# ============================================================================================
+# 6. The runs notebook 06 compares, and the recipe that caches one
+# ============================================================================================
+
+# variant -> how it changes the preset's PPOConfig (section 5: reward hacking; 6: stability)
+VARIANTS = {
+    "main": lambda c: c,
+    "beta0": lambda c: dataclasses.replace(c, kl="fixed", beta=0.0, iterations=c.beta0_iterations),
+    "nowhiten": lambda c: dataclasses.replace(c, whiten=False, iterations=c.stability_iterations,
+                                              eval_every=c.stability_iterations, track_samples=0),
+    "noclip_value": lambda c: dataclasses.replace(c, clip_value=0.0, iterations=c.stability_iterations,
+                                                  eval_every=c.stability_iterations, track_samples=0),
+    "lr10": lambda c: dataclasses.replace(c, lr=10 * c.lr, iterations=c.stability_iterations,
+                                          eval_every=c.stability_iterations, track_samples=0),
+}
+
+
+def variant_config(c, variant: str):
+    """The :class:`PPOConfig` of one of :data:`VARIANTS`."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown PPO variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    return VARIANTS[variant](c)
+
+
+def prompt_sets(world, sft_cfg, c) -> dict:
+    """The prompt items of a run: ``train`` (``c.n_prompts`` from the training split),
+    ``eval`` (``c.n_eval`` held-out) and ``track`` (``c.n_track`` held-out, one of each kind)."""
+    split = sft.split_world(world, sft_cfg.eval_frac, sft_cfg.seed)
+    train = prefs.on_policy_items(split, c.n_prompts, c.seed, eval_side=False)
+    held = prefs.on_policy_items(split, c.n_eval + 4 * c.n_track, c.seed + 1, eval_side=True)
+    return {"train": train, "eval": held[:c.n_eval], "track": held[c.n_eval:c.n_eval + c.n_track]}
+
+
+def build_ppo(folder: Path, variant: str, c, sft_cfg, world, tok, sft_model: GPT, rm: ScalarModel,
+              device=None, progress: bool = True, callback: Callable | None = None) -> dict:
+    """The recipe of one PPO run (notebook 06): the policy and the reference start as copies of
+    ``sft_model``, the value model as a copy of ``rm``; :func:`train_ppo` with the variant's
+    config (:func:`variant_config`); saves ``model.pt`` (the policy) and ``track.json`` (the
+    followed prompts' replies per iteration) in ``folder``; returns the config, the
+    per-iteration ``history``, the held-out ``evals`` and ``final_eval``, and the wall time."""
+    from .artifacts import atomic_write_text
+    from .device import pick_device, seed_everything
+    from .train import save_checkpoint
+
+    cv = variant_config(c, variant)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    seed_everything(cv.seed)
+    sets = prompt_sets(world, sft_cfg, cv)
+    values = prefs.relation_values(world)
+    policy = copy.deepcopy(sft_model).to(device)
+    ref = copy.deepcopy(sft_model).to(device).eval()
+    rm = copy.deepcopy(rm).to(device).eval()
+    res = train_ppo(policy, ref, rm, tok, sets["train"], sets["eval"], sets["track"], values, cv,
+                    sft_cfg.template, device, progress, callback)
+    save_checkpoint(Path(folder) / "model.pt", policy.cpu())
+    atomic_write_text(Path(folder) / "track.json", json.dumps(res["track"]))
+    return {"variant": variant, "config": dataclasses.asdict(cv), "history": res["history"],
+            "evals": res["evals"], "initial_eval": res["evals"][0], "final_eval": res["evals"][-1],
+            "seconds": round(res["seconds"], 2)}
+
+
+def rollout_speed(model: GPT, tok, items: list[dict], template: str, max_new_tokens: int,
+                  use_cache: bool, seed: int = 0) -> dict:
+    """Rollout throughput: generated reply tokens per second of :func:`rollout` on ``items``,
+    with or without the KV cache (the benchmark's and section 2's comparison)."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    t0 = time.perf_counter()
+    ro = rollout(model, tok, items, template, max_new_tokens, gen, use_cache=use_cache)
+    s = time.perf_counter() - t0
+    n = int(ro.lengths.sum().item())
+    return {"tokens": n, "seconds": s, "tokens_per_sec": n / s}
