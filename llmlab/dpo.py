@@ -24,9 +24,9 @@ This module holds
 3. the derivation checked on a toy (section 2): :func:`toy_optimal_policy`,
    :func:`kl_regularised_objective`, :func:`toy_dpo`;
 4. the recipe (sections 3-6): :data:`VARIANTS`, :func:`build_dpo`;
-5. the measurements: :func:`implicit_accuracy`, :func:`state_memory` (parameters, gradients
-   and optimiser state of the models a method holds), :func:`evaluate_policy` (gold reward,
-   RM reward and KL to the reference of sampled replies; behaviour shares of greedy replies).
+5. the measurements: :func:`implicit_accuracy` and :func:`state_memory` (parameters,
+   gradients and optimiser state of the models a method holds). Policies are scored on
+   held-out prompts by :func:`llmlab.ppo.evaluate_policy`, the same code as PPO's.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import chat, evaluate, prefs
+from . import chat
 from .model import IGNORE_INDEX, sequence_logprobs
 
 # --------------------------------------------------------------------------------------------
@@ -65,16 +65,15 @@ class DPOConfig:
     warmup_steps: int = 6             # linear warmup steps
     eval_every: int = 10              # steps between held-out estimates (the log-prob curves)
     eval_batches: int = 4             # held-out batches per estimate (the same batches every time)
-    n_eval_prompts: int = 128         # held-out prompts behind gold reward, KL and the behaviour shares
     seed: int = 0                     # seeds the batch order
 
 
 DPO_PRESETS = {
     "smoke": DPOConfig(max_steps=12, batch_size=4, warmup_steps=2, eval_every=4, eval_batches=2,
-                       n_eval_prompts=24, lr=3e-4),
+                       lr=3e-4),
     "cpu": DPOConfig(),
     "gpu": DPOConfig(max_steps=300, batch_size=64, lr=5e-5, warmup_steps=20, eval_every=25,
-                     eval_batches=8, n_eval_prompts=1000),
+                     eval_batches=8),
 }
 
 # the knobs a DPO run is tuned by (notebook 07 counts them against PPO's)
@@ -420,6 +419,8 @@ def build_dpo(folder, variant: str, c, train_cfg, model_cfg, template: str, tok,
     s = runs[variant]
     block = model_cfg.block_size
     train_enc, _ = encode_pairs(select_pairs(prefs_data["train"], s["pairs"]), tok, template, block)
+    if not train_enc:
+        raise ValueError(f"DPO variant {variant!r}: no {s['pairs']} training pairs fit the block")
     val_enc, _ = encode_pairs(prefs_data["val"], tok, template, block)
     seed_everything(c.seed)
     policy = copy.deepcopy(sft_model).train()                   # trained
@@ -436,6 +437,7 @@ def build_dpo(folder, variant: str, c, train_cfg, model_cfg, template: str, tok,
             "lr": cfg.lr, "n_train": len(train_enc), "n_val": len(val_enc),
             "train_seconds": round(seconds, 2), "val_correct": acc["correct"], "val_n": acc["n"],
             "val_accuracy": acc["correct"] / max(acc["n"], 1),
+            "val_margins": [round(m, 4) for m in acc["margins"]],
             "curve": [{"step": st, **{k: m.get(k) for k in keys}} for st, m in res.val_metrics],
             "train_losses": [round(x, 4) for x in res.train_losses],
             "train_curve": [{k: round(m[k], 4) for k in keys} for m in res.train_metrics]}
@@ -521,99 +523,3 @@ def state_memory(trained: list, frozen: list, cfg) -> dict:
                             if torch.is_tensor(v) and v.dim() > 0)
     return {"models": len(trained) + len(frozen), "trained": len(trained), "params": params,
             "grads": grads, "optimizer": opt_state, "total": params + grads + opt_state}
-
-
-@torch.no_grad()
-def sample_with_tokens(model, tok, conversations: list[list[dict]], template: str = "chatml",
-                       max_new_tokens: int = 40, temperature: float = 1.0, seed: int = 0,
-                       batch_size: int = 64) -> list[dict]:
-    """One sampled reply per conversation, keeping its tokens: ``{"prompt", "reply" (token
-    ids, with the stop token when the model stopped), "text", "stopped"}``.
-
-    Like :func:`llmlab.prefs.sample_replies`, but the sampled tokens come back, so the KL to
-    the reference is measured on exactly what the policy wrote (decoding and re-encoding could
-    give other tokens).
-    """
-    from .generate import generate
-
-    device = next(model.parameters()).device
-    stop_id = tok.special_tokens[chat.STOP_TOKENS[template]]
-    prompts = [chat.tokenize_chat(c, tok, template, add_generation_prompt=True)[0] for c in conversations]
-    gen = torch.Generator(device=device).manual_seed(seed)
-    block = model.config.block_size
-    by_len: dict = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    out: list = [None] * len(prompts)
-    for T, idxs in sorted(by_len.items()):
-        n_new = min(max_new_tokens, block - T)
-        for s in range(0, len(idxs), batch_size):
-            group = idxs[s:s + batch_size]
-            if n_new <= 0:
-                for i in group:
-                    out[i] = {"prompt": prompts[i], "reply": [], "text": "", "stopped": False}
-                continue
-            idx = torch.tensor([prompts[i] for i in group], device=device)      # (B, T)
-            g = generate(model, idx, n_new, temperature=temperature, eot_id=stop_id, generator=gen)
-            for i, cont in zip(group, g[:, T:].tolist()):
-                cut = next((j for j, t in enumerate(cont) if t in (stop_id, tok.eot_id)), None)
-                reply = cont if cut is None else cont[:cut + 1]
-                body = reply[:-1] if cut is not None else reply
-                out[i] = {"prompt": prompts[i], "reply": reply, "text": tok.decode(body).strip(),
-                          "stopped": cut is not None and cont[cut] == stop_id}
-    return out
-
-
-def mean_ci(xs: list[float], z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and its normal-approximation 95% interval ``mean -+ z * sd / sqrt(n)``.
-
-    >>> [round(v, 3) for v in mean_ci([1.0, 2.0, 3.0, 4.0])]
-    [2.5, 1.235, 3.765]
-    """
-    n = len(xs)
-    m = sum(xs) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else float("nan")
-    return m, m - z * sd / math.sqrt(n), m + z * sd / math.sqrt(n)
-
-
-SHARES = {"facts": ("fact", "states the right answer"), "idk": ("unknown", "says it does not know"),
-          "refusals": ("decline", "refuses"), "premise": ("premise", "corrects the false premise")}
-
-
-def evaluate_policy(policy, ref, rm, tok, items: list[dict], values: dict, template: str = "chatml",
-                    max_new_tokens: int = 40, seed: int = 0) -> dict:
-    """A policy measured on held-out prompt items (:func:`llmlab.prefs.on_policy_items`,
-    held-out side), the same way for SFT, PPO and DPO:
-
-    - one **sampled** reply (temperature 1) per prompt -- the distribution the KL-regularised
-      objective is about: mean ``gold`` reward (:func:`llmlab.prefs.gold_score`), mean ``rm``
-      reward (the notebook-05 reward model ``rm``; None skips it) and ``kl``, the mean over
-      prompts of ``log pi(y|x) - log pi_ref(y|x)`` of the sampled reply (an unbiased estimate
-      of the sequence-level KL(pi || pi_ref)); each with a 95% interval;
-    - one **greedy** reply per prompt: the behaviour ``shares`` of :data:`SHARES` (right
-      fact, "I don't know" on unknown entities, refusal of decline requests, correction of a
-      false premise) as ``(k, n)``, its mean ``gold`` and mean ``length`` in tokens.
-    """
-    from .reward import score_replies
-
-    convs = [it["messages"] for it in items]
-    sampled = sample_with_tokens(policy, tok, convs, template, max_new_tokens, 1.0, seed)
-    enc = [{"x": (s["prompt"] + s["reply"])[:-1],
-            "y": [IGNORE_INDEX] * (len(s["prompt"]) - 1) + s["reply"]} for s in sampled]
-    keep = [i for i, s in enumerate(sampled) if s["reply"]]
-    lp_pi = reply_logprobs(policy, [enc[i] for i in keep], tok.pad_id)
-    lp_ref = reply_logprobs(ref, [enc[i] for i in keep], tok.pad_id)
-    kl = [a - b for a, b in zip(lp_pi, lp_ref)]
-    gold = [prefs.gold_score(it, s["text"], values).score for it, s in zip(items, sampled)]
-    rm_scores = score_replies(rm, tok, convs, [s["text"] for s in sampled], template) if rm is not None else None
-    greedy = evaluate.generate_replies(policy, tok, convs, template, max_new_tokens)
-    verdicts = [prefs.gold_score(it, r["text"], values) for it, r in zip(items, greedy)]
-    shares = {}
-    for name, (kind, case) in SHARES.items():
-        sel = [v for it, v in zip(items, verdicts) if it["kind"] == kind]
-        shares[name] = (sum(v.case == case for v in sel), len(sel))
-    lengths = [len(tok.encode(r["text"], allowed_special="none")) for r in greedy]
-    return {"n": len(items), "gold": mean_ci(gold), "rm": mean_ci(rm_scores) if rm_scores else None,
-            "kl": mean_ci(kl) if kl else (0.0, 0.0, 0.0), "shares": shares,
-            "greedy_gold": mean_ci([v.score for v in verdicts]), "length": mean_ci(lengths),
-            "samples": [s["text"] for s in sampled], "greedy": [r["text"] for r in greedy]}

@@ -469,19 +469,35 @@ def get_dpo(preset: Preset | str | None = None, variant: str = "main", root: Pat
     """A DPO policy (notebook 07), built by :func:`llmlab.dpo.build_dpo`: ``model.pt`` and
     ``info`` with the run's settings, wall time, held-out curves (the policy's log-probabilities
     of chosen and rejected replies, implicit-reward margin and accuracy) and the implicit-reward
-    accuracy on every held-out pair of notebook 05.
+    accuracy and margins on every held-out pair of notebook 05.
 
     ``variant`` (:func:`llmlab.dpo.variants`): ``main`` (``DPOConfig.beta``), ``beta_<b>``
     (the frontier's other betas), ``ipo``, ``conservative``, ``small_beta``, ``on_policy`` and
     ``off_policy`` (only the SFT model's own samples, or only the template-written pairs).
     """
+    return get_dpo_runs(preset, [variant], root=root, progress=progress)[variant]
+
+
+def get_dpo_runs(preset: Preset | str | None = None, variants=None, root: Path | None = None,
+                 progress: bool = True) -> dict:
+    """``{variant: Artifact}`` of :func:`get_dpo` for several variants (default: all of
+    :func:`llmlab.dpo.variants`), checking the shared dependencies once (each check reads the
+    import graph, a few seconds on 2 cores)."""
     from . import dpo as dpo_mod
 
     p = _preset(preset)
     dc = dpo_mod.dpo_config(p)
-    if variant not in dpo_mod.variants(dc):
-        raise ValueError(f"unknown DPO variant {variant!r}; expected one of {sorted(dpo_mod.variants(dc))}")
+    known = dpo_mod.variants(dc)
+    variants = list(known) if variants is None else list(variants)
+    for v in variants:
+        if v not in known:
+            raise ValueError(f"unknown DPO variant {v!r}; expected one of {sorted(known)}")
     deps = [get_prefs(p, root=root), get_sft_model(p, root=root), get_tokenizer_artifact(p, root=root)]
+    return {v: _dpo_artifact(p, dc, v, deps, root, progress) for v in variants}
+
+
+def _dpo_artifact(p: Preset, dc, variant: str, deps: list, root, progress: bool) -> Artifact:
+    from . import dpo as dpo_mod
 
     def build(tmp: Path) -> dict:
         from .device import pick_device
