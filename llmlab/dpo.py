@@ -203,11 +203,30 @@ def collate_pairs(encoded: list[dict], pad_id: int) -> dict:
     return {"idx": idx.view(len(encoded), 2, T), "targets": tgt.view(len(encoded), 2, T)}
 
 
-def dpo_batch_fn(pad_id: int) -> Callable:
-    """A ``batch_fn`` for :func:`llmlab.train.train`: ``batch_size`` random pairs, collated."""
+def dpo_batch_fn(pad_id: int, tok=None, template: str = "chatml", block_size: int | None = None) -> Callable:
+    """A ``batch_fn`` for :func:`llmlab.train.train`: ``batch_size`` random pairs, collated.
+
+    The pairs may be encoded already (:func:`encode_pair`) or raw preference pairs, encoded
+    with ``tok`` the first time they are drawn (a short run sees a few hundred of notebook 05's
+    ten thousand pairs, so encoding all of them up front would cost more than training); a raw
+    pair too long for ``block_size`` is skipped and another drawn.
+    """
+    cache: dict = {}
+
+    def encoded(data, i):
+        if not isinstance(data[i]["chosen"], str):
+            return data[i]
+        key = (id(data), i)
+        if key not in cache:
+            cache[key] = encode_pair(data[i], tok, template, block_size)
+        return cache[key]
+
     def batch_fn(data: list[dict], batch_size: int, generator: torch.Generator) -> dict:
-        ix = torch.randint(len(data), (batch_size,), generator=generator)       # (B,)
-        return collate_pairs([data[i] for i in ix.tolist()], pad_id)
+        rows: list = []
+        while len(rows) < batch_size:
+            ix = torch.randint(len(data), (batch_size - len(rows),), generator=generator)  # (b,)
+            rows += [e for e in (encoded(data, i) for i in ix.tolist()) if e is not None]
+        return collate_pairs(rows, pad_id)
     return batch_fn
 
 
@@ -378,11 +397,13 @@ def dpo_train_config(c, train_cfg):
                             eval_every=c.eval_every, eval_batches=c.eval_batches, seed=c.seed)
 
 
-def train_dpo(policy, ref, train_enc: list[dict], val_enc: list[dict], cfg, pad_id: int, beta: float,
+def train_dpo(policy, ref, train_pairs: list[dict], val_pairs: list[dict], cfg, pad_id: int, beta: float,
               loss_type: str = "dpo", label_smoothing: float = 0.0, device=None,
-              callback: Callable | None = None, progress: bool = True):
+              callback: Callable | None = None, progress: bool = True, tok=None,
+              template: str = "chatml"):
     """Train ``policy`` in place with DPO against the frozen ``ref`` (notebook 07, section 3);
-    returns the loop's :class:`~llmlab.train.TrainResult`.
+    returns the loop's :class:`~llmlab.train.TrainResult`. The pairs are encoded
+    (:func:`encode_pairs`) or raw (then ``tok`` and ``template`` encode them when drawn).
 
     This is pretraining's, SFT's and the reward model's loop, :func:`llmlab.train.train`, with
     a batch of pairs (:func:`dpo_batch_fn`) and the objective :func:`dpo_objective`.
@@ -391,8 +412,9 @@ def train_dpo(policy, ref, train_enc: list[dict], val_enc: list[dict], cfg, pad_
 
     device = next(policy.parameters()).device if device is None else device
     ref.to(device)
-    return train(policy, train_enc, val_enc, cfg, device=device, callback=callback,
-                 batch_fn=dpo_batch_fn(pad_id),
+    block = policy.config.block_size
+    return train(policy, train_pairs, val_pairs, cfg, device=device, callback=callback,
+                 batch_fn=dpo_batch_fn(pad_id, tok, template, block),
                  loss_fn=dpo_objective(ref, beta, loss_type, label_smoothing), progress=progress)
 
 
@@ -418,23 +440,23 @@ def build_dpo(folder, variant: str, c, train_cfg, model_cfg, template: str, tok,
         raise ValueError(f"unknown DPO variant {variant!r}; expected one of {sorted(runs)}")
     s = runs[variant]
     block = model_cfg.block_size
-    train_enc, _ = encode_pairs(select_pairs(prefs_data["train"], s["pairs"]), tok, template, block)
-    if not train_enc:
-        raise ValueError(f"DPO variant {variant!r}: no {s['pairs']} training pairs fit the block")
+    train_pairs = select_pairs(prefs_data["train"], s["pairs"])   # encoded when drawn
+    if not train_pairs:
+        raise ValueError(f"DPO variant {variant!r}: no {s['pairs']} training pairs")
     val_enc, _ = encode_pairs(prefs_data["val"], tok, template, block)
     seed_everything(c.seed)
     policy = copy.deepcopy(sft_model).train()                   # trained
     ref = copy.deepcopy(sft_model).eval().requires_grad_(False)  # frozen
     cfg = dpo_train_config(c, train_cfg)
     t0 = time.perf_counter()
-    res = train_dpo(policy, ref, train_enc, val_enc, cfg, tok.pad_id, s["beta"], s["loss_type"],
-                    s["label_smoothing"], device, progress=progress)
+    res = train_dpo(policy, ref, train_pairs, val_enc, cfg, tok.pad_id, s["beta"], s["loss_type"],
+                    s["label_smoothing"], device, progress=progress, tok=tok, template=template)
     seconds = time.perf_counter() - t0
     acc = implicit_accuracy(policy, ref, val_enc, tok.pad_id)
     save_checkpoint(folder / "model.pt", policy.cpu())
     keys = ("accuracy", "margin", "chosen_logp", "rejected_logp", "chosen_reward", "rejected_reward")
     return {"variant": variant, **s, "steps": cfg.max_steps, "batch_size": cfg.batch_size,
-            "lr": cfg.lr, "n_train": len(train_enc), "n_val": len(val_enc),
+            "lr": cfg.lr, "n_train": len(train_pairs), "n_val": len(val_enc),
             "train_seconds": round(seconds, 2), "val_correct": acc["correct"], "val_n": acc["n"],
             "val_accuracy": acc["correct"] / max(acc["n"], 1),
             "val_margins": [round(m, 4) for m in acc["margins"]],

@@ -215,3 +215,24 @@ def test_every_dpo_config_field_has_a_comment():
         line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
         assert "#" in line, f"DPOConfig.{f.name} has no comment"
     assert set(dpo.HYPERPARAMETERS) <= {f.name for f in dataclasses.fields(dpo.DPOConfig)}
+
+
+def test_raw_pairs_are_encoded_when_drawn_like_encoded_ones():
+    from llmlab.tokenizer import Tokenizer
+
+    tok = Tokenizer([])                              # one token per byte plus the special tokens
+    pairs = [{"messages": [{"role": "user", "content": f"Capital of X{i}?"}],
+              "chosen": "It is Kelton.", "rejected": "I hope this helps. " * (1 + i % 3)}
+             for i in range(6)]
+    pairs.append({"messages": [{"role": "user", "content": "?"}], "chosen": "x" * 500, "rejected": "y"})
+    enc, kept = dpo.encode_pairs(pairs, tok, "chatml", 128)
+    assert len(kept) == 6                            # the too-long pair is dropped
+    assert enc[0]["chosen"]["y"][-1] == tok.special_tokens["<|im_end|>"]   # the reply ends at the stop token
+    fn = dpo.dpo_batch_fn(tok.pad_id, tok, "chatml", 128)
+    raw = fn(pairs, 32, torch.Generator().manual_seed(0))
+    assert raw["idx"].shape[:2] == (32, 2) and raw["idx"].shape[2] <= 127
+    # every drawn row is one of the encodable pairs, encoded exactly as encode_pairs does
+    rows = {tuple(e["chosen"]["x"]) for e in enc}
+    for b in range(32):
+        x = raw["idx"][b, 0][raw["idx"][b, 0] != tok.pad_id].tolist()
+        assert tuple(x) in rows
