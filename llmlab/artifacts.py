@@ -156,12 +156,21 @@ def import_graph(root: Path = PACKAGE_DIR) -> dict[str, set[str]]:
     return {n: module_imports(n, root) for n in names}
 
 
+# Modules every recipe imports whose source cannot change what a build computes: the configs
+# enter an artifact's key by value (``config_hash``), and this module is the cache itself. Were
+# their source hashed, adding a field for notebook 06 to config.py would retrain notebook 02.
+NOT_CODE = frozenset({"llmlab.config", "llmlab.artifacts"})
+
+
 def code_of(recipe) -> list[str]:
     """The modules whose source makes an artifact built by ``recipe`` stale: the recipe's own
-    module and every llmlab module it imports, transitively (sorted names).
+    module and every llmlab module it imports, transitively (sorted names), less
+    :data:`NOT_CODE` (configs count by value, not by source).
 
     >>> "llmlab.model" in code_of(__import__("llmlab.train").train.pretrain)
     True
+    >>> "llmlab.config" in code_of(__import__("llmlab.train").train.pretrain)
+    False
     """
     todo, seen = [recipe.__module__], set()
     while todo:
@@ -169,7 +178,7 @@ def code_of(recipe) -> list[str]:
         if name not in seen:
             seen.add(name)
             todo += sorted(module_imports(name))
-    return sorted(seen)
+    return sorted(seen - NOT_CODE)
 
 
 def _expected(preset: str, cfgs: Iterable, deps: Iterable[Artifact], code: Iterable = ()) -> dict:

@@ -128,6 +128,9 @@ NOTEBOOK_TABLE = [
     ("02", "pretraining", "a GPT from its parts, next-token training, generation, probes of what it learned"),
     ("03", "scaling laws", "FLOPs accounting, an IsoFLOP sweep, Chinchilla fits, a compute-optimal calculator"),
     ("04", "supervised fine-tuning", "instruction data, chat templates, loss on responses only, base versus SFT"),
+    ("05", "reward model", "a gold judge, preference pairs with known label noise, a Bradley-Terry reward model and what it gets wrong"),
+    ("06", "RLHF with PPO", "four models, rollouts, a KL penalty, GAE and clipping; reward hacking measured against the gold judge"),
+    ("07", "DPO", "the DPO loss and its implicit reward, DPO against PPO on the same pairs, IPO and failure modes"),
 ]
 START, END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
 

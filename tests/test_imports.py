@@ -90,6 +90,9 @@ def test_changing_a_recipes_module_makes_its_artifact_stale(tmp_path, monkeypatc
     monkeypatch.setattr(inspect, "getsource", edited("llmlab.sft"))   # not the sweep's code
     get()
     assert len(builds) == 1
+    monkeypatch.setattr(inspect, "getsource", edited("llmlab.config"))  # configs count by value
+    get()
+    assert len(builds) == 1
     monkeypatch.setattr(inspect, "getsource", edited("llmlab.model"))  # imported by scaling
     get()
     assert len(builds) == 2
