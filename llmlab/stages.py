@@ -40,8 +40,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import world as world_mod
-from .artifacts import Artifact, code_of, ensure
+from .artifacts import Artifact, ensure
+from .artifacts import code_of as _code_of
 from .config import Preset, get_preset
+
+
+@lru_cache(maxsize=None)
+def code_of(recipe) -> tuple:
+    """:func:`llmlab.artifacts.code_of`, read once per recipe and session: it parses the syntax
+    tree of every module the recipe reaches, and every ``get_*`` re-checks its whole chain, so
+    a notebook that asks for a few artifacts would otherwise spend seconds re-reading the same
+    import graph. (The source itself is still hashed at every check.)"""
+    return tuple(_code_of(recipe))
 
 
 def _preset(preset: Preset | str | None) -> Preset:
