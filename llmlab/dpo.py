@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -43,57 +42,13 @@ from . import chat
 from .model import IGNORE_INDEX, sequence_logprobs
 
 # --------------------------------------------------------------------------------------------
-# 0. The stage's config
-# --------------------------------------------------------------------------------------------
-# DPOConfig lives here rather than in llmlab/config.py (as PPOConfig lives in llmlab.ppo):
-# artifacts hash the whole source of every module their recipe imports, and every recipe
-# imports config.py, so appending to it would make every cached artifact of every preset stale.
-
-
-@dataclass(frozen=True)
-class DPOConfig:
-    """Direct preference optimisation (notebook 07, ``llmlab.dpo``)."""
-
-    beta: float = 0.1                 # KL strength of the main run: the implicit reward is beta * log(pi / pi_ref)
-    betas: tuple = (0.03, 0.1, 0.5)   # betas of the frontier (gold reward against KL); each is one run
-    small_beta: float = 0.003         # the "too small" beta of the failure-mode run
-    label_smoothing: float = 0.2      # conservative DPO: the share of labels assumed flipped (Mitchell 2023)
-    ipo_beta: float = 0.1             # IPO's regulariser tau (Azar et al. 2023): the log-ratio margin target is 1 / (2 tau)
-    max_steps: int = 60               # optimiser steps of every run
-    batch_size: int = 16              # preference pairs per step (32 sequences through the policy and the reference)
-    lr: float = 1e-4                  # peak learning rate (a third of SFT's: DPO moves the policy fast)
-    warmup_steps: int = 6             # linear warmup steps
-    eval_every: int = 10              # steps between held-out estimates (the log-prob curves)
-    eval_batches: int = 4             # held-out batches per estimate (the same batches every time)
-    seed: int = 0                     # seeds the batch order
-
-
-DPO_PRESETS = {
-    "smoke": DPOConfig(max_steps=12, batch_size=4, warmup_steps=2, eval_every=4, eval_batches=2,
-                       lr=3e-4),
-    "cpu": DPOConfig(),
-    "gpu": DPOConfig(max_steps=300, batch_size=64, lr=5e-5, warmup_steps=20, eval_every=25,
-                     eval_batches=8),
-}
-
-# the knobs a DPO run is tuned by (notebook 07 counts them against PPO's)
-HYPERPARAMETERS = ("beta", "lr", "max_steps", "batch_size", "warmup_steps")
-
-
-def dpo_config(preset=None) -> DPOConfig:
-    """The :class:`DPOConfig` of a preset (a :class:`~llmlab.config.Preset`, its name, or None
-    for the default)."""
-    from .config import Preset, get_preset
-
-    p = preset if isinstance(preset, Preset) else get_preset(preset)
-    return DPO_PRESETS[p.name]
-
-
-# --------------------------------------------------------------------------------------------
 # 1. The loss
 # --------------------------------------------------------------------------------------------
 
 LOSS_TYPES = ("dpo", "cdpo", "ipo")
+
+# the knobs a DPO run is tuned by (notebook 07 counts them against PPO's)
+HYPERPARAMETERS = ("beta", "lr", "max_steps", "batch_size", "warmup_steps")
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,

@@ -494,9 +494,10 @@ def get_dpo_runs(preset: Preset | str | None = None, variants=None, root: Path |
     :func:`llmlab.dpo.variants`), checking the shared dependencies once (each check reads the
     import graph, a few seconds on 2 cores)."""
     from . import dpo as dpo_mod
+    from .config import dpo_config
 
     p = _preset(preset)
-    dc = dpo_mod.dpo_config(p)
+    dc = dpo_config(p)
     known = dpo_mod.variants(dc)
     variants = list(known) if variants is None else list(variants)
     for v in variants:

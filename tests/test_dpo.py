@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from llmlab import dpo
-from llmlab.config import ModelConfig, TrainConfig
-from llmlab.dpo import DPO_PRESETS, dpo_config
+from llmlab.config import DPO_PRESETS, DPOConfig, ModelConfig, TrainConfig, dpo_config
 from llmlab.model import GPT, IGNORE_INDEX, sequence_logprobs
 from llmlab.train import fine_tune_config
 
@@ -210,11 +209,11 @@ def test_every_dpo_config_field_has_a_comment():
     import dataclasses
     import inspect
 
-    src = inspect.getsource(dpo.DPOConfig)
-    for f in dataclasses.fields(dpo.DPOConfig):
+    src = inspect.getsource(DPOConfig)
+    for f in dataclasses.fields(DPOConfig):
         line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
         assert "#" in line, f"DPOConfig.{f.name} has no comment"
-    assert set(dpo.HYPERPARAMETERS) <= {f.name for f in dataclasses.fields(dpo.DPOConfig)}
+    assert set(dpo.HYPERPARAMETERS) <= {f.name for f in dataclasses.fields(DPOConfig)}
 
 
 def test_raw_pairs_are_encoded_when_drawn_like_encoded_ones():
