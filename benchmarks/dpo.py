@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from llmlab import dpo, ppo, prefs, stages  # noqa: E402
-from llmlab.config import dpo_config, get_preset  # noqa: E402
+from llmlab.config import dpo_config, get_preset, ppo_config  # noqa: E402
 from llmlab.device import pick_device, seed_everything  # noqa: E402
 
 GOALS = {"gold_over_sft": 0.0, "max_memory_ratio": 0.5, "train_seconds": 240.0}
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = get_preset(args.preset)
-    dc, pc = dpo_config(p), ppo.ppo_config(p)
+    dc, pc = dpo_config(p), ppo_config(p)
     device = pick_device()
     tok = stages.get_tokenizer(p)
     data = stages.load_prefs(p)

@@ -46,66 +46,6 @@ from . import chat, evaluate, prefs, sft
 from .model import GPT, ScalarModel, gather_at
 
 # ============================================================================================
-# 0. The stage's config
-# ============================================================================================
-# PPOConfig lives here rather than in llmlab/config.py for now: artifacts hash the whole source
-# of every module their recipe imports, and every recipe imports config.py, so appending to it
-# would make every cached artifact of every preset stale. Move it there when that hash narrows.
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO against the reward model (notebook 06, ``llmlab.ppo``)."""
-
-    iterations: int = 40              # PPO iterations of the main run (rollout, score, update)
-    batch_size: int = 64              # prompts per rollout, one sampled reply each
-    minibatch_size: int = 32          # episodes per optimiser step
-    epochs: int = 2                   # passes over each rollout
-    lr: float = 3e-5                  # AdamW learning rate of policy and value model (constant)
-    grad_clip: float = 1.0            # clip the global gradient norm (policy and value together)
-    clip: float = 0.2                 # policy ratio clip epsilon (Schulman et al. 2017)
-    clip_value: float = 0.2           # value clip around the rollout's values (0 = no clipping)
-    vf_coef: float = 0.5              # weight of the value loss in the summed loss
-    gamma: float = 1.0                # discount per token (1: the reply is one episode)
-    lam: float = 0.95                 # GAE lambda
-    whiten: bool = True               # normalise advantages over each rollout
-    kl: str = "adaptive"              # KL controller: "fixed" or "adaptive" (Ziegler et al. 2019)
-    beta: float = 0.1                 # KL coefficient (the adaptive controller's start)
-    target_kl: float = 2.0            # adaptive: the KL per reply (nats) beta steers towards
-    horizon: int = 1000               # adaptive: episodes over which beta may change by about 20%
-    max_new_tokens: int = 24          # longest sampled reply (tokens)
-    no_stop_penalty: float = 1.0      # subtracted from the RM score of a reply that never stops
-    n_prompts: int = 2000             # training-split prompt pool the rollouts draw from
-    n_eval: int = 128                 # held-out prompts of each evaluation
-    eval_every: int = 10              # iterations between held-out evaluations
-    n_track: int = 3                  # held-out prompts followed through training (the slider)
-    track_samples: int = 4            # sampled replies per followed prompt and iteration
-    beta0_iterations: int = 60        # iterations of the beta = 0 run (reward hacking)
-    stability_iterations: int = 8     # iterations of each stability run (no whitening, ...)
-    best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
-    seed: int = 0                     # seeds prompts, sampling and minibatch order
-
-
-PPO_PRESETS = {
-    "smoke": PPOConfig(iterations=4, batch_size=16, minibatch_size=8, max_new_tokens=12,
-                       n_prompts=64, n_eval=24, eval_every=2, n_track=2, track_samples=2,
-                       beta0_iterations=4, stability_iterations=2, best_of_n=(1, 2, 4)),
-    "cpu": PPOConfig(),
-    "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, max_new_tokens=48,
-                     n_prompts=20000, n_eval=1000, eval_every=20, beta0_iterations=300,
-                     stability_iterations=40, best_of_n=(1, 2, 4, 8, 16, 32, 64)),
-}
-
-
-def ppo_config(preset=None) -> PPOConfig:
-    """The :class:`PPOConfig` of a preset (a :class:`~llmlab.config.Preset`, its name, or None for the default)."""
-    from .config import Preset, get_preset
-
-    p = preset if isinstance(preset, Preset) else get_preset(preset)
-    return PPO_PRESETS[p.name]
-
-
-# ============================================================================================
 # 1. The math, as small pure functions
 # ============================================================================================
 
@@ -289,7 +229,7 @@ class AdaptiveKL:
 
 
 def kl_controller(c) -> FixedKL | AdaptiveKL:
-    """The controller a :class:`PPOConfig` asks for (``kl = "fixed"`` or ``"adaptive"``)."""
+    """The controller a :class:`~llmlab.config.PPOConfig` asks for (``kl = "fixed"`` or ``"adaptive"``)."""
     if c.kl == "fixed":
         return FixedKL(c.beta)
     if c.kl == "adaptive":
@@ -750,8 +690,8 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     Each iteration draws ``c.batch_size`` prompts from ``train_items`` (the training split) and
     calls :func:`ppo_iteration`. Every ``c.eval_every`` iterations (and at the start and end)
     the policy is measured on ``eval_items`` with :func:`evaluate_policy` (held-out prompts),
-    and every iteration the ``track_items`` get ``c.track_samples`` sampled replies each (the
-    slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
+    and every ``c.track_every`` iterations the ``track_items`` get ``c.track_samples`` sampled
+    replies each (the slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
     Returns ``{"history", "evals", "track", "seconds", "rollout_seconds"}``.
     """
     from .device import autocast, choose_precision, grad_scaler  # noqa: F401
@@ -803,7 +743,8 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
         history.append({"iteration": it, **m})
         if it % c.eval_every == 0 or it == c.iterations:
             measure(it)
-        follow(it)
+        if it % c.track_every == 0 or it == c.iterations:
+            follow(it)
         bar.update(1)
         bar.set_postfix(proxy=f"{m['proxy']:.2f}", gold=f"{m['gold']:.2f}", kl=f"{m['kl']:.2f}")
         if callback is not None:
@@ -832,7 +773,7 @@ VARIANTS = {
 
 
 def variant_config(c, variant: str):
-    """The :class:`PPOConfig` of one of :data:`VARIANTS`."""
+    """The :class:`~llmlab.config.PPOConfig` of one of :data:`VARIANTS`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown PPO variant {variant!r}; expected one of {sorted(VARIANTS)}")
     return VARIANTS[variant](c)

@@ -437,10 +437,10 @@ def get_ppo(preset: Preset | str | None = None, variant: str = "main", root: Pat
     section 6). ``callback(iteration, metrics)`` sees each iteration when the run is built.
     """
     from . import ppo as ppo_mod
-    from .config import reward_config
+    from .config import ppo_config, reward_config
 
     p = _preset(preset)
-    c = ppo_mod.ppo_config(p)
+    c = ppo_config(p)
     ppo_mod.variant_config(c, variant)          # a clear error for an unknown variant
     sft_art = get_sft_model(p, root=root)
     rm_art = get_reward_model(p, root=root)

@@ -1,0 +1,118 @@
+"""Benchmark of notebook 06: PPO against the reward model, scored by the gold judge.
+
+    python benchmarks/ppo.py                 # $LLMLAB_PRESET, else cpu (gpu with CUDA)
+    python benchmarks/ppo.py --preset smoke  # seconds
+
+Builds (or reads from the cache, ``$LLMLAB_CACHE``) the preset's PPO runs of notebook 06 --
+``main`` (the tuned run) and ``beta0`` (no KL penalty) -- through ``llmlab.stages.get_ppo``,
+which builds the SFT model, preference pairs and reward model first if they are missing. It
+reports the held-out gold and proxy reward before (SFT) and after PPO, the final KL to the
+reference, the behaviour shares before and after (with n), the runs' wall time, the rollout
+throughput with and without the KV cache, and the beta = 0 run's gold-reward drop from its
+peak. Goals at the cpu preset: gold reward up by a clear margin over SFT (the intervals do not
+overlap) at a KL below the target, "I don't know" on unknowns and refusals on declines both
+up, the beta = 0 run's final gold reward below its peak by more than its interval's half-width,
+the PPO runs of notebook 06 in at most 6 minutes on 2 cores.
+
+The last line of stdout is one JSON object with every figure and the goals beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from llmlab import ppo, stages  # noqa: E402
+from llmlab.config import get_preset, ppo_config  # noqa: E402
+from llmlab.device import pick_device  # noqa: E402
+
+GOALS = {"gold_gain_intervals_apart": True, "kl_below_target": True, "idk_up": True,
+         "refusal_up": True, "beta0_drop_beyond_interval": True, "seconds": 360.0}
+
+
+def r4(x):
+    return round(float(x), 4)
+
+
+def shares(e: dict) -> dict:
+    return {k: {"rate": r4(v["rate"]) if v["n"] else None, "n": v["n"]} for k, v in e["shares"].items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the 2-core target)")
+    ap.add_argument("--all", action="store_true", help="also build the three stability runs, "
+                    "so the time covers every PPO run notebook 06 makes")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    p = get_preset(args.preset)
+    c = ppo_config(p)
+    device = pick_device()
+    t0 = time.perf_counter()
+    runs = {v: stages.get_ppo(p, v, progress=False) for v in
+            (("main", "beta0", "nowhiten", "noclip_value", "lr10") if args.all else ("main", "beta0"))}
+    bench_seconds = time.perf_counter() - t0
+    main_info, b0 = runs["main"].info, runs["beta0"].info
+    before, after = main_info["initial_eval"], main_info["final_eval"]
+    print(f"[ppo] gold {before['gold']:.3f} -> {after['gold']:.3f}, proxy {before['proxy']:.3f} -> "
+          f"{after['proxy']:.3f}, KL {after['kl']:.3f} nats ({main_info['seconds']:.1f} s)", flush=True)
+    evals0 = b0["evals"]
+    peak = max(evals0, key=lambda e: e["gold"])
+    final0 = evals0[-1]
+    drop = peak["gold"] - final0["gold"]
+    half = (final0["gold_ci"][1] - final0["gold_ci"][0]) / 2
+    print(f"[ppo] beta=0: gold peaks at {peak['gold']:.3f} (iteration {peak['iteration']}), ends at "
+          f"{final0['gold']:.3f} (drop {drop:.3f}, interval half-width {half:.3f}); proxy "
+          f"{evals0[0]['proxy']:.3f} -> {final0['proxy']:.3f}, KL {final0['kl']:.2f}", flush=True)
+    tok = stages.get_tokenizer(p)
+    sft_model = stages.load_sft_model(p, device)
+    items = ppo.prompt_sets(stages.get_world(p), p.sft, c)["train"][:c.batch_size]
+    speed = {uc: ppo.rollout_speed(sft_model, tok, items, p.sft.template, c.max_new_tokens, uc)
+             for uc in (True, False)}
+    print(f"[ppo] rollout: {speed[True]['tokens_per_sec']:.0f} tokens/s with the KV cache, "
+          f"{speed[False]['tokens_per_sec']:.0f} without", flush=True)
+    seconds = sum(a.info["seconds"] for a in runs.values())
+    sb, sa = before["shares"], after["shares"]
+    met = {
+        "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
+        "kl_below_target": after["kl"] < c.target_kl,
+        "idk_up": sa["idk"]["rate"] > sb["idk"]["rate"],
+        "refusal_up": sa["refusal"]["rate"] > sb["refusal"]["rate"],
+        "beta0_drop_beyond_interval": drop > half,
+        "seconds": seconds <= GOALS["seconds"],
+    }
+    out = {
+        "benchmark": "ppo", "preset": p.name, "device": device.type, "threads": args.threads,
+        "iterations": c.iterations, "batch_size": c.batch_size, "kl_controller": c.kl,
+        "target_kl": c.target_kl, "final_beta": r4(main_info["history"][-1]["beta"]),
+        "n_eval_prompts": after["n"],
+        "gold_before": r4(before["gold"]), "gold_after": r4(after["gold"]),
+        "gold_before_ci95": [r4(x) for x in before["gold_ci"]],
+        "gold_after_ci95": [r4(x) for x in after["gold_ci"]],
+        "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
+        "kl_final": r4(after["kl"]), "shares_before": shares(before), "shares_after": shares(after),
+        "length_before": r4(before["length"]), "length_after": r4(after["length"]),
+        "beta0_iterations": b0["config"]["iterations"], "beta0_gold_peak": r4(peak["gold"]),
+        "beta0_gold_peak_iteration": peak["iteration"], "beta0_gold_final": r4(final0["gold"]),
+        "beta0_gold_drop": r4(drop), "beta0_final_ci_half_width": r4(half),
+        "beta0_proxy_final": r4(final0["proxy"]), "beta0_kl_final": r4(final0["kl"]),
+        "rollout_tokens_per_sec_kv_cache": round(speed[True]["tokens_per_sec"], 1),
+        "rollout_tokens_per_sec_no_cache": round(speed[False]["tokens_per_sec"], 1),
+        "kv_cache_speedup": round(speed[True]["tokens_per_sec"] / speed[False]["tokens_per_sec"], 2),
+        "run_seconds": {v: a.info["seconds"] for v, a in runs.items()}, "seconds": round(seconds, 1),
+        "benchmark_wall_seconds": round(bench_seconds, 1),
+        "goals": GOALS, "goals_met": met,
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Tests of notebook 06's PPO (llmlab.ppo): each piece of the math against a hand computation,
+the KV-cache rollout against a full forward pass, the KL controllers' direction, and a tiny PPO
+run on a toy reward that must raise it."""
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from llmlab import ppo
+from llmlab.config import PPO_PRESETS, ModelConfig, PPOConfig, ppo_config
+from llmlab.device import choose_precision, grad_scaler, seed_everything
+from llmlab.model import GPT, ScalarModel
+from llmlab.tokenizer import Tokenizer
+from llmlab.train import configure_optimizer, fine_tune_config
+from llmlab.config import TrainConfig
+
+BYTES = Tokenizer([])     # one token per byte plus the reserved special tokens
+TINY = ModelConfig(vocab_size=BYTES.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=32)
+STOP = BYTES.special_tokens["<|im_end|>"]
+
+
+def decline(text):
+    return {"kind": "decline", "messages": [{"role": "user", "content": text}]}
+
+
+# --------------------------------------------------------------------------------------------
+# The math, by hand
+# --------------------------------------------------------------------------------------------
+
+
+def test_gae_against_a_hand_computed_case():
+    # one row: a prompt position (mask 0), three reply tokens, one padding position
+    gamma, lam = 0.9, 0.8
+    r = torch.tensor([[0.0, 0.1, -0.2, 1.0, 0.0]])
+    v = torch.tensor([[9.0, 0.5, 0.4, 0.3, 9.0]])      # values off the mask must not matter
+    m = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]])
+    # by hand, backwards from the last reply token (V after it is 0):
+    d3 = 1.0 + gamma * 0.0 - 0.3                       # 0.7
+    d2 = -0.2 + gamma * 0.3 - 0.4                      # -0.33
+    d1 = 0.1 + gamma * 0.4 - 0.5                       # -0.04
+    a3 = d3
+    a2 = d2 + gamma * lam * a3                         # -0.33 + 0.72 * 0.7 = 0.174
+    a1 = d1 + gamma * lam * a2                         # -0.04 + 0.72 * 0.174 = 0.08528
+    adv, ret = ppo.gae(r, v, m, gamma, lam)
+    assert adv[0].tolist() == pytest.approx([0.0, a1, a2, a3, 0.0], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([0.0, a1 + 0.5, a2 + 0.4, a3 + 0.3, 0.0], abs=1e-6)
+
+
+def test_gae_with_lambda_one_and_no_discount_is_return_minus_value():
+    torch.manual_seed(0)
+    r, v = torch.randn(3, 6), torch.randn(3, 6)
+    m = torch.ones(3, 6)
+    adv, _ = ppo.gae(r, v, m, 1.0, 1.0)
+    to_go = r.flip(1).cumsum(1).flip(1)                # sum of rewards from t to the end
+    assert torch.allclose(adv, to_go - v, atol=1e-5)
+
+
+def test_penalised_rewards_sum_to_score_minus_beta_kl():
+    kl = torch.tensor([[0.0, 0.3, -0.1, 0.5, 0.0]])
+    m = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]])
+    r = ppo.penalised_rewards(torch.tensor([1.5]), kl, m, beta=0.2)
+    assert r.sum().item() == pytest.approx(1.5 - 0.2 * 0.7)
+    assert r[0, 3].item() == pytest.approx(1.5 - 0.2 * 0.5)      # the score sits on the last token
+    assert r[0, 0].item() == 0.0 and r[0, 4].item() == 0.0
+
+
+def test_whiten_gives_zero_mean_unit_variance_on_the_mask():
+    x = torch.tensor([[5.0, 1.0, 2.0, 3.0], [7.0, 4.0, 0.0, 0.0]])
+    m = torch.tensor([[0.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    w = ppo.whiten(x, m)
+    vals = w[m > 0]
+    assert vals.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert (vals ** 2).mean().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.all(w[m == 0] == 0)
+
+
+@pytest.mark.parametrize("adv,logratio,zero", [
+    (1.0, math.log(1.5), True),      # ratio above 1 + eps with a positive advantage: clipped
+    (-1.0, math.log(0.5), True),     # ratio below 1 - eps with a negative advantage: clipped
+    (1.0, math.log(0.5), False),     # moving back towards the old policy is never clipped
+    (-1.0, math.log(1.5), False),
+    (1.0, math.log(1.1), False),     # inside the clip range
+])
+def test_clipped_objective_has_zero_gradient_outside_the_clip_range(adv, logratio, zero):
+    old = torch.tensor([[-2.0]])
+    logp = (old + logratio).requires_grad_()
+    loss, _ = ppo.ppo_clip_loss(logp, old, torch.tensor([[adv]]), torch.ones(1, 1), clip=0.2)
+    loss.backward()
+    if zero:
+        assert logp.grad.item() == 0.0
+    else:   # d(-rho A)/d logp = -rho A
+        assert logp.grad.item() == pytest.approx(-math.exp(logratio) * adv, rel=1e-5)
+
+
+def test_value_loss_clipping_by_hand():
+    # V moved from 0 to 1, the target is 2: the clipped value 0.2 is further away and counts
+    v, old, ret, m = torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.ones(1, 1)
+    assert ppo.value_loss(v, old, ret, m, clip=0.2).item() == pytest.approx(0.5 * 1.8 ** 2)
+    assert ppo.value_loss(v, old, ret, m, clip=0.0).item() == pytest.approx(0.5 * 1.0)
+
+
+def test_best_of_n_kl_formula():
+    assert ppo.best_of_n_kl(1) == 0.0
+    assert ppo.best_of_n_kl(16) == pytest.approx(math.log(16) - 15 / 16)
+
+
+def test_memory_of_a_trained_model_counts_adam_states():
+    m = nn.Linear(10, 10)
+    opt = torch.optim.AdamW(m.parameters())
+    m(torch.randn(2, 10)).sum().backward()
+    opt.step()
+    mem = ppo.model_memory(m, opt)
+    assert mem["params"] == 110 and mem["param_bytes"] == 440
+    assert mem["grad_bytes"] == 440 and mem["optimizer_bytes"] >= 2 * 440
+    assert ppo.model_memory(m)["total_bytes"] == 440
+
+
+# --------------------------------------------------------------------------------------------
+# KL control
+# --------------------------------------------------------------------------------------------
+
+
+def test_adaptive_kl_moves_beta_towards_the_target():
+    c = ppo.AdaptiveKL(0.1, target=2.0, horizon=100)
+    up = c.update(kl=5.0, n_episodes=10)
+    assert up > 0.1                                    # KL too high: stronger penalty
+    assert up == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))  # the error is clipped at 0.2
+    c2 = ppo.AdaptiveKL(0.1, target=2.0, horizon=100)
+    assert c2.update(kl=1.8, n_episodes=10) == pytest.approx(0.1 * (1 - 0.1 * 10 / 100))
+    assert c2.update(kl=0.0, n_episodes=10) < c2.beta * 1.0001 < 0.1  # too low: weaker penalty
+    assert ppo.AdaptiveKL(0.1, 2.0, 100).update(2.0, 10) == pytest.approx(0.1)
+    assert ppo.FixedKL(0.3).update(100.0, 10) == 0.3
+
+
+def test_config_fields_have_comments_and_presets_exist():
+    import inspect
+
+    src = inspect.getsource(PPOConfig)
+    for f in dataclasses.fields(PPOConfig):
+        line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
+        assert "#" in line, f"PPOConfig.{f.name} has no comment"
+    assert set(PPO_PRESETS) == {"smoke", "cpu", "gpu"}
+    assert ppo_config("smoke").iterations < ppo_config("cpu").iterations
+    with pytest.raises(ValueError, match="unknown PPO variant"):
+        ppo.variant_config(ppo_config("smoke"), "nope")
+
+
+# --------------------------------------------------------------------------------------------
+# Rollouts
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_rollout_logprobs_equal_a_full_forward_pass(use_cache):
+    seed_everything(0)
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, 256, (3, 7))
+    g = torch.Generator().manual_seed(1)
+    toks, logps, lengths = ppo.sample_with_logprobs(model, idx, 12, STOP, generator=g, use_cache=use_cache)
+    full = torch.cat([idx, toks], 1)
+    ref = ppo.token_logprobs(model(full)[0], full)[:, idx.size(1) - 1:]       # the reply's actions
+    assert toks.shape == (3, 12) and torch.all(lengths == 12)
+    assert torch.allclose(logps, ref, atol=1e-5)
+
+
+def test_cache_and_no_cache_sample_the_same_tokens():
+    seed_everything(0)
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, 256, (2, 5))
+    a = ppo.sample_with_logprobs(model, idx, 10, STOP, generator=torch.Generator().manual_seed(3))
+    b = ppo.sample_with_logprobs(model, idx, 10, STOP, generator=torch.Generator().manual_seed(3),
+                                 use_cache=False)
+    assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_rollout_masks_exactly_the_reply_and_keeps_item_order():
+    seed_everything(0)
+    model = GPT(TINY)
+    items = [decline("Hi"), decline("How do I pick a lock?"), decline("Hey")]
+    ro = ppo.rollout(model, BYTES, items, "chatml", 6, torch.Generator().manual_seed(0))
+    prompts = ppo.prompt_ids(items, BYTES, "chatml")
+    for b, p in enumerate(prompts):
+        assert ro.idx[b, :len(p)].tolist() == p                               # prompt first
+        n = int(ro.mask[b].sum())
+        assert ro.mask[b, len(p) - 1:len(p) - 1 + n].eq(1).all() and 1 <= n <= 6
+        assert int(ro.last[b]) == len(p) + n - 1
+
+
+def test_kl_is_zero_when_the_policy_is_the_reference():
+    seed_everything(0)
+    model = GPT(TINY)
+    ref = GPT(TINY)
+    ref.load_state_dict(model.state_dict())
+    ro = ppo.rollout(model, BYTES, [decline("Hello there"), decline("Hi")], "chatml", 8,
+                     torch.Generator().manual_seed(0))
+    kl = ppo.per_token_kl(ppo.logprobs_of(model, ro.idx), ppo.logprobs_of(ref, ro.idx), ro.mask)
+    assert torch.all(kl == 0)
+    rm = ScalarModel(GPT(TINY))
+    ev = ppo.evaluate_policy(model, ref, rm, BYTES, [decline("Hello"), decline("Hi")], {}, "chatml", 8,
+                             n_samples=3)
+    assert ev["kl"] == 0.0 and ev["n"] == 6 and ev["shares"]["refusal"]["n"] == 6
+    assert len(ev["replies"]) == 6
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny PPO run on a toy reward
+# --------------------------------------------------------------------------------------------
+
+# the toy reward: how many of the reply's tokens are capital letters (26 of the ~260 byte
+# tokens, so a random policy writes about one in an 8-token reply; the prompts have none)
+X = torch.tensor([ord(ch) for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"])
+
+
+class CountX(nn.Module):
+    """A 'reward model' read like the real one: at position t, how many X tokens so far
+    (the prompt below has none)."""
+
+    config = TINY
+
+    def forward(self, idx):
+        return torch.isin(idx, X).float().cumsum(1)                            # (B, T)
+
+
+def test_tiny_ppo_run_raises_a_toy_reward():
+    seed_everything(0)
+    c = dataclasses.replace(ppo_config("smoke"), batch_size=32, minibatch_size=16, epochs=4,
+                            lr=1e-2, max_new_tokens=8, kl="fixed", beta=0.0, no_stop_penalty=0.0)
+    policy, value = GPT(TINY), ScalarModel(GPT(TINY), "value")
+    ref = GPT(TINY).eval()
+    ref.load_state_dict(policy.state_dict())
+    ac = ppo.ActorCritic(policy, value)
+    cfg = fine_tune_config(TrainConfig(), lr=c.lr, max_steps=1, batch_size=c.minibatch_size)
+    opt = configure_optimizer(ac, cfg)
+    dev = torch.device("cpu")
+    prec = choose_precision(dev)
+    scaler = grad_scaler(dev, prec)
+    gen = torch.Generator().manual_seed(0)
+    items = [decline("say something")] * c.batch_size
+    proxies = []
+    for _ in range(10):
+        _, m = ppo.ppo_iteration(ac, ref, CountX(), BYTES, items, {}, c, 0.0, opt, scaler, prec, dev,
+                                 "chatml", gen)
+        proxies.append(m["proxy"])
+    start, end = sum(proxies[:2]) / 2, sum(proxies[-2:]) / 2
+    assert start < 2.0                                  # about 8 * 26 / 260 at the start
+    assert end > start + 2.0, proxies
+
+
+def test_best_of_n_proxy_never_falls_with_n():
+    seed_everything(0)
+    model = GPT(TINY)
+    rows = ppo.best_of_n(model, CountX(), BYTES, [decline("hi"), decline("hello")] * 4, {},
+                         ns=(1, 2, 4, 8), max_new_tokens=6)
+    proxies = [r["proxy"] for r in rows]
+    assert proxies == sorted(proxies)
+    assert [r["kl"] for r in rows] == pytest.approx([ppo.best_of_n_kl(n) for n in (1, 2, 4, 8)])
