@@ -157,9 +157,10 @@ def import_graph(root: Path = PACKAGE_DIR) -> dict[str, set[str]]:
 
 
 # Modules every recipe imports whose source cannot change what a build computes: the configs
-# enter an artifact's key by value (``config_hash``), and this module is the cache itself. Were
-# their source hashed, adding a field for notebook 06 to config.py would retrain notebook 02.
-NOT_CODE = frozenset({"llmlab.config", "llmlab.artifacts"})
+# enter an artifact's key by value (``config_hash``), this module is the cache itself, and the
+# package's ``__init__`` holds the version (in the key too) and a map of the modules. Were their
+# source hashed, adding a field for notebook 06 to config.py would retrain notebook 02.
+NOT_CODE = frozenset({"llmlab", "llmlab.config", "llmlab.artifacts"})
 
 
 def code_of(recipe) -> list[str]:
