@@ -1,6 +1,7 @@
 """Notebook 07's DPO: the loss by hand and its known properties, the toy closed-form check,
 reply log-probabilities under padding, and a short run that must raise the held-out margin."""
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -235,3 +236,23 @@ def test_raw_pairs_are_encoded_when_drawn_like_encoded_ones():
     for b in range(32):
         x = raw["idx"][b, 0][raw["idx"][b, 0] != tok.pad_id].tolist()
         assert tuple(x) in rows
+
+
+def test_build_dpo_saves_the_policy_and_its_curves(tmp_path):
+    from llmlab.tokenizer import Tokenizer
+    from llmlab.train import load_checkpoint
+
+    tok = Tokenizer([])
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)
+    pairs = [{"messages": [{"role": "user", "content": f"Q{i}?"}], "chosen": "Yes.", "rejected": "No!",
+              "category": "facts"} for i in range(20)]
+    c = dataclasses.replace(DPO_PRESETS["smoke"], max_steps=4, eval_every=2)
+    torch.manual_seed(0)
+    info = dpo.build_dpo(tmp_path, "main", c, TrainConfig(), cfg, "chatml", tok,
+                         {"train": pairs, "val": pairs[:6]}, GPT(cfg), device="cpu", progress=False)
+    assert (tmp_path / "model.pt").exists() and load_checkpoint(tmp_path / "model.pt")[0].config == cfg
+    assert [r["step"] for r in info["curve"]] == [0, 2, 4] and len(info["train_losses"]) == 4
+    assert info["val_n"] == 6 == len(info["val_margins"]) and info["beta"] == c.beta
+    with pytest.raises(ValueError, match="no on_policy training pairs"):
+        dpo.build_dpo(tmp_path, "on_policy", c, TrainConfig(), cfg, "chatml", tok,
+                      {"train": pairs, "val": pairs[:6]}, GPT(cfg), device="cpu", progress=False)
