@@ -305,11 +305,11 @@ def reward_config(preset: Preset | str | None = None) -> RewardConfig:
 class PPOConfig:
     """PPO against the reward model (notebook 06, ``llmlab.ppo``)."""
 
-    iterations: int = 40              # PPO iterations of the main run (rollout, score, update)
+    iterations: int = 20              # PPO iterations of the main run (rollout, score, update)
     batch_size: int = 64              # prompts per rollout, one sampled reply each
     minibatch_size: int = 32          # episodes per optimiser step
     epochs: int = 2                   # passes over each rollout
-    lr: float = 3e-5                  # AdamW learning rate of policy and value model (constant)
+    lr: float = 1.5e-4                # AdamW learning rate of policy and value model (constant)
     grad_clip: float = 1.0            # clip the global gradient norm (policy and value together)
     clip: float = 0.2                 # policy ratio clip epsilon (Schulman et al. 2017)
     clip_value: float = 0.2           # value clip around the rollout's values (0 = no clipping)
@@ -318,30 +318,30 @@ class PPOConfig:
     lam: float = 0.95                 # GAE lambda
     whiten: bool = True               # normalise advantages over each rollout
     kl: str = "adaptive"              # KL controller: "fixed" or "adaptive" (Ziegler et al. 2019)
-    beta: float = 0.1                 # KL coefficient (the adaptive controller's start)
-    target_kl: float = 2.0            # adaptive: the KL per reply (nats) beta steers towards
-    horizon: int = 1000               # adaptive: episodes over which beta may change by about 20%
+    beta: float = 0.15                # KL coefficient (the adaptive controller's start)
+    target_kl: float = 3.0            # adaptive: the KL per reply (nats) beta steers towards
+    horizon: int = 500                # adaptive: episodes over which beta may change by about 20%
     max_new_tokens: int = 24          # longest sampled reply (tokens)
     no_stop_penalty: float = 1.0      # subtracted from the RM score of a reply that never stops
     n_prompts: int = 2000             # training-split prompt pool the rollouts draw from
-    n_eval: int = 128                 # held-out prompts of each evaluation
-    eval_every: int = 10              # iterations between held-out evaluations
+    n_eval: int = 160                 # held-out prompts of each evaluation
+    eval_every: int = 5               # iterations between held-out evaluations
     n_track: int = 3                  # held-out prompts followed through training (the slider)
-    track_samples: int = 4            # sampled replies per followed prompt at each look
+    track_samples: int = 3            # sampled replies per followed prompt at each look
     track_every: int = 5              # iterations between looks at the followed prompts
-    beta0_iterations: int = 60        # iterations of the beta = 0 run (reward hacking)
-    stability_iterations: int = 8     # iterations of each stability run (no whitening, ...)
+    beta0_iterations: int = 25        # iterations of the beta = 0 run (reward hacking)
+    stability_iterations: int = 3     # iterations of each stability run (no whitening, ...)
     best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
     seed: int = 0                     # seeds prompts, sampling and minibatch order
 
 
 PPO_PRESETS = {
-    "smoke": PPOConfig(iterations=4, batch_size=16, minibatch_size=8, max_new_tokens=12,
-                       n_prompts=64, n_eval=24, eval_every=2, n_track=2, track_samples=2, track_every=1,
-                       beta0_iterations=4, stability_iterations=2, best_of_n=(1, 2, 4)),
+    "smoke": PPOConfig(iterations=2, batch_size=8, minibatch_size=8, epochs=1, max_new_tokens=8,
+                       n_prompts=32, n_eval=8, eval_every=2, n_track=1, track_samples=1, track_every=2,
+                       beta0_iterations=2, stability_iterations=1, best_of_n=(1, 2)),
     "cpu": PPOConfig(),
-    "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, max_new_tokens=48,
-                     n_prompts=20000, n_eval=1000, eval_every=20, beta0_iterations=300,
+    "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, lr=5e-5, max_new_tokens=48,
+                     n_prompts=20000, n_eval=1000, eval_every=20, track_every=20, beta0_iterations=300,
                      stability_iterations=40, best_of_n=(1, 2, 4, 8, 16, 32, 64)),
 }
 

@@ -737,10 +737,11 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     for it in range(1, c.iterations + 1):
         batch = [train_items[rng.randrange(len(train_items))] for _ in range(c.batch_size)]
         ac.train()
+        t_it = time.perf_counter()
         _, m = ppo_iteration(ac, ref, rm, tok, batch, values, c, ctl.beta, optimizer, scaler,
                              precision, device, template, gen)
         ctl.update(m["kl"], c.batch_size)
-        history.append({"iteration": it, **m})
+        history.append({"iteration": it, **m, "seconds": time.perf_counter() - t_it})
         if it % c.eval_every == 0 or it == c.iterations:
             measure(it)
         if it % c.track_every == 0 or it == c.iterations:
@@ -748,7 +749,7 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
         bar.update(1)
         bar.set_postfix(proxy=f"{m['proxy']:.2f}", gold=f"{m['gold']:.2f}", kl=f"{m['kl']:.2f}")
         if callback is not None:
-            callback(it, m)
+            callback(it, history[-1])
     bar.close()
     policy.eval()
     return {"history": history, "evals": evals, "track": track,
