@@ -40,8 +40,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import world as world_mod
-from .artifacts import Artifact, code_of, ensure
+from .artifacts import Artifact, ensure
+from .artifacts import code_of as _code_of
 from .config import Preset, get_preset
+
+
+@lru_cache(maxsize=None)
+def code_of(recipe) -> tuple:
+    """:func:`llmlab.artifacts.code_of`, read once per recipe and session: it parses the syntax
+    tree of every module the recipe reaches, and every ``get_*`` re-checks its whole chain, so
+    a notebook that asks for a few artifacts would otherwise spend seconds re-reading the same
+    import graph. (The source itself is still hashed at every check.)"""
+    return tuple(_code_of(recipe))
 
 
 def _preset(preset: Preset | str | None) -> Preset:
@@ -456,6 +466,70 @@ def load_ppo_policy(preset: Preset | str | None = None, variant: str = "main", d
     from .train import load_checkpoint
 
     art = get_ppo(preset, variant, root=root)
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model, _ = load_checkpoint(art.file("model.pt"), device=device)
+    return model.eval()
+
+
+# --- notebook 07: direct preference optimisation (llmlab.dpo) -----------------------------
+
+
+def get_dpo(preset: Preset | str | None = None, variant: str = "main", root: Path | None = None,
+            progress: bool = True) -> Artifact:
+    """A DPO policy (notebook 07), built by :func:`llmlab.dpo.build_dpo`: ``model.pt`` and
+    ``info`` with the run's settings, wall time, held-out curves (the policy's log-probabilities
+    of chosen and rejected replies, implicit-reward margin and accuracy) and the implicit-reward
+    accuracy and margins on every held-out pair of notebook 05.
+
+    ``variant`` (:func:`llmlab.dpo.variants`): ``main`` (``DPOConfig.beta``), ``beta_<b>``
+    (the frontier's other betas), ``ipo``, ``conservative``, ``small_beta``, ``on_policy`` and
+    ``off_policy`` (only the SFT model's own samples, or only the template-written pairs).
+    """
+    return get_dpo_runs(preset, [variant], root=root, progress=progress)[variant]
+
+
+def get_dpo_runs(preset: Preset | str | None = None, variants=None, root: Path | None = None,
+                 progress: bool = True) -> dict:
+    """``{variant: Artifact}`` of :func:`get_dpo` for several variants (default: all of
+    :func:`llmlab.dpo.variants`), checking the shared dependencies once (each check reads the
+    import graph, a few seconds on 2 cores)."""
+    from . import dpo as dpo_mod
+    from .config import dpo_config
+
+    p = _preset(preset)
+    dc = dpo_config(p)
+    known = dpo_mod.variants(dc)
+    variants = list(known) if variants is None else list(variants)
+    for v in variants:
+        if v not in known:
+            raise ValueError(f"unknown DPO variant {v!r}; expected one of {sorted(known)}")
+    deps = [get_prefs(p, root=root), get_sft_model(p, root=root), get_tokenizer_artifact(p, root=root)]
+    return {v: _dpo_artifact(p, dc, v, deps, root, progress) for v in variants}
+
+
+def _dpo_artifact(p: Preset, dc, variant: str, deps: list, root, progress: bool) -> Artifact:
+    from . import dpo as dpo_mod
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return dpo_mod.build_dpo(tmp, variant, dc, p.train, p.model, p.sft.template,
+                                 get_tokenizer(p, root=root), load_prefs(p, root=root),
+                                 load_sft_model(p, device, root=root), device, progress=progress)
+
+    return ensure("dpo" if variant == "main" else f"dpo_{variant}", p.name,
+                  [p.model, p.sft, p.train, dc], build, deps=deps,
+                  code=code_of(dpo_mod.build_dpo), root=root)
+
+
+def load_dpo_policy(preset: Preset | str | None = None, variant: str = "main", device=None,
+                    root: Path | None = None):
+    """The DPO policy (a :class:`~llmlab.model.GPT`) of :func:`get_dpo`, in eval mode."""
+    from .device import pick_device
+    from .train import load_checkpoint
+
+    art = get_dpo(preset, variant, root=root)
     device = pick_device(device) if not hasattr(device, "type") else device
     model, _ = load_checkpoint(art.file("model.pt"), device=device)
     return model.eval()
