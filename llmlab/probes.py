@@ -20,6 +20,12 @@ except in :func:`question_continuations`.
    split by how often the fact was stated in the pretraining pages (``World.fact_counts``).
 4. **Questions** (:func:`question_continuations`): a base model continues a question as text;
    it was never taught that a question is a turn to be answered (notebook 04 teaches that).
+5. **Leakage** (:func:`split_leakage`, :func:`page_tokens`): before reading a validation loss
+   as "what the model can do on unseen text", check what of the validation text was seen:
+   pages in a duplicate cluster that also reached training (a copy the dedup missed), and
+   word n-grams of validation pages that occur verbatim in training pages (templates,
+   boilerplate, copied passages -- the check GPT-3 ran against its benchmarks, Brown et al.
+   2020, appendix C, with 13-grams).
 """
 from __future__ import annotations
 
@@ -278,6 +284,59 @@ def question_continuations(model, tokenizer, world: World, n: int = 6, max_new_t
         out.append({"question": f.question, "continuation": text, "answer": str(f.object),
                     "answered": str(f.object) in first})
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Leakage between the training and validation splits
+# --------------------------------------------------------------------------------------------
+
+
+def word_ngrams(text: str, n: int) -> set:
+    """The set of word ``n``-grams of ``text`` (whitespace-split words).
+
+    >>> sorted(word_ngrams("a b c a b", 2))
+    [('a', 'b'), ('b', 'c'), ('c', 'a')]
+    """
+    words = text.split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def split_leakage(train_pages: list, val_pages: list, n: int = 13) -> dict:
+    """How much of the validation split was already seen in training.
+
+    ``*_pages`` are the world's pages (with ``.text`` and ``.cluster``; copies share their
+    original's cluster). Returns the number of validation pages whose duplicate cluster also
+    has a training page (``shared_cluster``), and the share of validation word ``n``-grams
+    found verbatim in training pages (``ngram_overlap``, over ``val_ngrams`` distinct-per-page
+    n-grams), with the pages for which more than half of their n-grams were seen
+    (``mostly_seen``).
+    """
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    train_clusters = {p.cluster for p in train_pages}
+    seen: set = set()
+    for p in train_pages:
+        seen |= word_ngrams(p.text, n)
+    total = hit = mostly = 0
+    for p in val_pages:
+        grams = word_ngrams(p.text, n)
+        k = len(grams & seen)
+        total, hit = total + len(grams), hit + k
+        mostly += bool(grams) and k > len(grams) / 2
+    return {"n_val": len(val_pages), "shared_cluster": sum(p.cluster in train_clusters
+                                                           for p in val_pages),
+            "n": n, "val_ngrams": total, "in_train": hit,
+            "ngram_overlap": hit / total if total else 0.0, "mostly_seen": mostly}
+
+
+def page_tokens(tokenizer, pages: list) -> list[int]:
+    """``pages``' texts tokenized and joined as the token files join documents: each text
+    followed by the end-of-text token (so :func:`llmlab.train.bytes_of_tokens` counts the
+    same bytes as :meth:`llmlab.world.World.entropy_of_pages`)."""
+    ids: list[int] = []
+    for p in pages:
+        ids += tokenizer.encode_ordinary(p.text) + [tokenizer.eot_id]
+    return ids
 
 
 # --------------------------------------------------------------------------------------------

@@ -144,3 +144,34 @@ def test_untrained_grammar_scores_are_chance_per_token_not_one():
     assert summed["agreement (plural)"][0] == 1.0                 # the length artefact
     assert 0.2 <= per_tok["agreement (plural)"][0] <= 0.8          # chance, on average
     assert per_tok["all"][1] == len(ps)
+
+
+# --- leakage between splits ----------------------------------------------------------------
+
+
+def _page(text, cluster):
+    from types import SimpleNamespace
+    return SimpleNamespace(text=text, cluster=cluster)
+
+
+def test_split_leakage_counts_shared_clusters_and_seen_ngrams():
+    train = [_page("the cat sat on the mat", 0), _page("a dog ran far away", 1)]
+    val = [_page("the cat sat on a log", 0),          # a copy of cluster 0: 2 of 4 trigrams seen
+           _page("a dog ran far away", 2),             # verbatim text, new cluster: 3 of 3 seen
+           _page("nothing here is in training", 3)]    # 0 of 3 seen
+    out = probes.split_leakage(train, val, n=3)
+    assert out["n_val"] == 3 and out["shared_cluster"] == 1
+    assert (out["in_train"], out["val_ngrams"]) == (5, 10)
+    assert out["ngram_overlap"] == pytest.approx(0.5)
+    assert out["mostly_seen"] == 1                       # exactly half is not "more than half"
+    with pytest.raises(ValueError):
+        probes.split_leakage(train, val, n=0)
+
+
+def test_page_tokens_joins_pages_like_the_token_files():
+    tok = ByteTokenizer()
+    pages = [_page("ab", 0), _page("b\u00e9 a", 1)]
+    ids = probes.page_tokens(tok, pages)
+    assert ids == [97, 98, 256, 98, 0xC3, 0xA9, 32, 97, 256]
+    # one byte per text byte plus one per separator: the bytes World.entropy_of_pages counts
+    assert len(ids) == sum(len(p.text.encode("utf-8")) + 1 for p in pages)
