@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import sys
 import time
@@ -155,6 +156,29 @@ def readme_table(timings: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_timings(text: str) -> dict:
+    """The minutes the README's table already holds, ``{preset: {notebook: minutes}}``, so a
+    book run over a few notebooks keeps the others' measured minutes (``book/timings.json``
+    does not travel with a clone).
+
+    >>> row = "| [02_pretraining](notebooks/02_pretraining.ipynb) | pretraining | x | 3.7 | not yet measured |"
+    >>> readme_timings(f"{START}\\n{row}\\n{END}")
+    {'cpu': {'02_pretraining': 3.7}}
+    """
+    if START not in text or END not in text:
+        return {}
+    out: dict = {}
+    for line in text.split(START, 1)[1].split(END, 1)[0].splitlines():
+        m = re.match(r"\| \[(\w+)\]\([^)]*\) \|[^|]*\|[^|]*\| ([^|]*) \| ([^|]*) \|", line)
+        if m:
+            for preset, cell in (("cpu", m.group(2)), ("gpu", m.group(3))):
+                try:
+                    out.setdefault(preset, {})[m.group(1)] = float(cell)
+                except ValueError:
+                    pass
+    return out
+
+
 def update_readme(timings: dict, readme: Path | None = None) -> None:
     """Replace the table between the README's notebook-table markers."""
     readme = readme or REPO / "README.md"
@@ -199,6 +223,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    if args.inplace:   # keep the minutes the README holds for notebooks this run does not touch
+        for p, rows in readme_timings((REPO / "README.md").read_text(encoding="utf-8")).items():
+            timings[p] = rows | timings.get(p, {})
     for path in paths:
         print(f"[book] {path.name} at preset {preset} ...", flush=True)
         minutes = run(path, out, args.inplace, args.timeout)

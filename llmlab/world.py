@@ -31,6 +31,7 @@ import io
 import json
 import math
 import random
+import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,17 @@ class ChoiceRng:
     def choice(self, seq):
         seq = list(seq)
         self.bits += math.log2(len(seq))
+        return seq[self.r.randrange(len(seq))]
+
+    def unshown_choice(self, seq):
+        """A choice the text will not show (a template field the template does not use): drawn
+        from the same stream, so every later choice is unchanged, but adding no bits -- counting
+        it would put information into the entropy that no page contains.
+
+        >>> r = ChoiceRng(0); _ = r.unshown_choice("abcd"); r.bits
+        0.0
+        """
+        seq = list(seq)
         return seq[self.r.randrange(len(seq))]
 
     def weighted(self, seq, weights):
@@ -574,8 +586,13 @@ def story_middle(w: _Writer, hero: Entity, animal: Entity) -> list:
         sents = []
         for _ in range(size):
             t = next(templates)
-            sent = t.format(**words, place=r.choice(PLACES), obj=r.choice(OBJECTS),
-                            food=r.choice(FOODS), prof=r.choice(PROFESSIONS),
+            used = {field for _, field, _, _ in string.Formatter().parse(t) if field}
+
+            def pick(field, seq):   # every field is drawn; only those the sentence shows count
+                return r.choice(seq) if field in used else r.unshown_choice(seq)
+
+            sent = t.format(**words, place=pick("place", PLACES), obj=pick("obj", OBJECTS),
+                            food=pick("food", FOODS), prof=pick("prof", PROFESSIONS),
                             animal=animal.name, animals=plural(animal.name),
                             a_animal=a_an(animal.name))
             sents.append(sent[0].upper() + sent[1:])

@@ -141,3 +141,14 @@ def test_finish_progress_bars_writes_the_final_state():
         "model_name"] = "IntSliderModel"
     assert book.finish_progress_bars(other) == 0
     assert "0%|" in other.cells[0].outputs[0]["data"]["text/plain"]
+
+
+def test_readme_minutes_survive_a_partial_book_run():
+    """``--inplace`` over a few notebooks rewrites the table from the README's own minutes plus
+    the new ones: the table round-trips through readme_timings."""
+    from llmlab import book
+
+    stems = [p.stem for p in book.notebooks()]
+    timings = {"cpu": {s: float(i) + 0.5 for i, s in enumerate(stems)}, "gpu": {stems[0]: 1.2}}
+    text = f"{book.START}\n{book.readme_table(timings)}\n{book.END}"
+    assert book.readme_timings(text) == timings

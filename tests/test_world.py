@@ -164,3 +164,15 @@ def test_crawl_artifact_roundtrip():
     art.file("crawl.warc.gz").write_bytes(art.file("crawl.warc.gz").read_bytes()[:-100])
     rebuilt = stages.get_crawl("smoke")                          # truncated -> rebuilt
     assert rebuilt.file("crawl.warc.gz").stat().st_size == art.meta["files"]["crawl.warc.gz"]["size"]
+
+
+def test_unshown_choice_keeps_the_stream_and_counts_no_bits():
+    """A template field the sentence does not show is still drawn (every later choice, so every
+    page, stays the same) but adds no bits: counting it made the renderer's entropy an
+    over-estimate that the base model beat on stories."""
+    from llmlab.world import ChoiceRng
+
+    a, b = ChoiceRng(3), ChoiceRng(3)
+    assert a.choice("abcdefg") == b.unshown_choice("abcdefg")
+    assert a.bits == pytest.approx(math.log2(7)) and b.bits == 0.0
+    assert [a.choice(range(100)) for _ in range(5)] == [b.choice(range(100)) for _ in range(5)]
