@@ -46,6 +46,8 @@ class Step:
     value: str = ""  # the slider value or the text typed
     expect: str = ""  # text that must appear in the output after the change ("" = any change)
     image: bool = False  # the change must redraw an image (a chart), not only text
+    clear: str = ""      # a text box to empty first (typed text wins over a dropdown)
+    then_click: str = ""  # a button to press after the change (one that acts on the change)
 
 
 @dataclass
@@ -73,9 +75,11 @@ WIDGETS = [
     ]),
     Widget("04_sft.ipynb", "compare", "compare_widget(base", [
         Step("type a question and press Generate", "type", ".widget-text input",
-             "What colour is the sky?", "What colour is the sky?"),
+             "What colour is the sky?", "What colour is the sky?",
+             then_click="button:has-text('Generate')"),
         Step("pick another prompt (text cleared) and press Generate", "select",
-             ".widget-dropdown select"),
+             ".widget-dropdown select", clear=".widget-text input",
+             then_click="button:has-text('Generate')"),
     ]),
     Widget("05_reward_model.ipynb", "quiz", "quiz_widget(items)", [
         Step("answer A", "click", "button:has-text('A scores higher')", expect="The RM scores"),
@@ -241,10 +245,11 @@ def run_widget(page, base: str, w: Widget, out_dir: Path, timeout_ms: int) -> di
         fail_on_errors(state, "while running the notebook's cells")
         out = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").last.locator(
             ".jp-Cell-outputArea")
-        # the widget's first output (a chart, a table, a reply) may come after the box itself
-        state = wait_state(page, "s => s.text.trim().length > 0 && (s.widget || s.errors.length)",
-                           timeout_ms)
-        fail_on_errors(state, "while the widget drew its first output")
+        # the widget's first output (a chart, a table, a reply) comes while its cell runs:
+        # wait for the kernel to finish and every image to be decoded
+        step_name = "wait for the widget's first output (kernel idle, images decoded)"
+        page.wait_for_function(KERNEL_READY, timeout=timeout_ms, polling=200)
+        fail_on_errors(wait_state(page, "s => s.loaded", timeout_ms), "while the widget drew")
         changes = []
         for step in w.steps:
             step_name = step.what
@@ -256,12 +261,9 @@ def run_widget(page, base: str, w: Widget, out_dir: Path, timeout_ms: int) -> di
                 current = ctl.input_value()
                 values = ctl.locator("option").evaluate_all("os => os.map(o => o.value)")
                 nxt = values[(values.index(current) + 1) % len(values)] if current in values else values[-1]
-                if w.name == "compare":            # the typed text wins over the dropdown
-                    out.locator(".widget-text input").first.fill("")
-                    out.locator(".widget-text input").first.press("Enter")
+                if step.clear:
+                    out.locator(step.clear).first.fill("")
                 ctl.select_option(nxt)
-                if w.name == "compare":
-                    out.locator("button:has-text('Generate')").first.click()
                 detail = f"option {options[values.index(nxt)]!r}"
             elif step.action == "slider":
                 ctl.click()
@@ -275,15 +277,20 @@ def run_widget(page, base: str, w: Widget, out_dir: Path, timeout_ms: int) -> di
             elif step.action == "type":
                 ctl.fill(step.value)
                 ctl.press("Enter")
-                out.locator("button").first.click()
                 detail = f"typed {step.value!r}"
             else:
                 raise ValueError(f"unknown action {step.action!r}")
+            if step.then_click:
+                out.locator(step.then_click).first.click()
             cond = ("s => s.errors.length > 0 || ("
                     + ("s.imgs !== before.imgs && s.imgs !== '' && s.loaded" if step.image
                        else "(s.text !== before.text || s.imgs !== before.imgs)")
                     + (f" && s.text.includes({json.dumps(step.expect)})" if step.expect else "") + ")")
             state = wait_state(page, cond, timeout_ms, before)
+            fail_on_errors(state, f"after '{step.what}'")
+            # the callback has run to its end before the next change
+            page.wait_for_function(KERNEL_READY, timeout=timeout_ms, polling=200)
+            state = wait_state(page, "s => s.loaded", timeout_ms)
             fail_on_errors(state, f"after '{step.what}'")
             changes.append({"step": step.what, "control": detail,
                             "text_changed": state["text"] != before["text"],
@@ -309,7 +316,8 @@ def run_widget(page, base: str, w: Widget, out_dir: Path, timeout_ms: int) -> di
             f"{w.notebook} widget '{w.name}': step '{step_name}' failed: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
             f"  the widget cell's output showed: {seen.get('text', '')[-800:]!r}\n"
-            f"  errors on the page: {seen.get('errors', [])[-1:]} {seen.get('jsError', '')}\n"
+            f"  the last error on the page: {(seen.get('errors') or [''])[-1][-1500:]}"
+            f"{seen.get('jsError', '')}\n"
             f"  screenshot: {shot}") from exc
 
 
@@ -335,7 +343,8 @@ def wait_state(page, predicate: str, timeout_ms: int, before: dict | None = None
 
 def fail_on_errors(state: dict, when: str) -> None:
     if state.get("errors"):
-        raise CheckFailed(f"an error output {when}: {state['errors'][-1][-1500:]}")
+        lines = [line for line in state["errors"][-1].splitlines() if line.strip()]
+        raise CheckFailed(f"an error output {when}: {lines[-1] if lines else '?'}")
     if state.get("jsError"):
         raise CheckFailed(f"the widget did not render {when}: {state['jsError'][:500]}")
 
@@ -398,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                         records.append(rec)
                     browser.close()
             except CheckFailed as exc:
-                print(f"BROWSER CHECK FAILED: {exc}\n  JupyterLab's log ends:\n"
-                      + log_path.read_text()[-1500:], file=sys.stderr)
+                errors = [l for l in log_path.read_text().splitlines() if l.startswith("[E")]
+                print(f"BROWSER CHECK FAILED: {exc}" + ("\n  JupyterLab's errors:\n  "
+                      + "\n  ".join(errors[-8:]) if errors else ""), file=sys.stderr)
                 return 1
             finally:
                 proc.terminate()
