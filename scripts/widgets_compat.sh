@@ -15,7 +15,9 @@ VENV=${LLMLAB_COMPAT_VENV:-.venv-ipywidgets7}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
-    "$PY" -m venv --system-site-packages "$VENV"
+    "$PY" -m venv --system-site-packages "$VENV" || {
+        echo "widgets_compat: could not make a venv with $PY (on Debian: apt-get install python3-venv)" >&2
+        exit 1; }
 fi
 "$VENV/bin/python" -m pip install -q "ipywidgets==7.7.1"
 v7=$("$VENV/bin/python" -c "import ipywidgets; print(ipywidgets.__version__)")

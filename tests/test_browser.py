@@ -65,3 +65,10 @@ def test_missing_chromium_is_a_clear_refusal(capsys, tmp_path):
 def test_widgets_in_a_real_browser(tmp_path):
     assert bc.main(["--out", str(tmp_path / "shots")]) == 0
     assert len(list((tmp_path / "shots").glob("*.png"))) == len(bc.WIDGETS)
+
+
+def test_ci_runs_the_widget_checks():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/browser_check.sh" in ci and "bash scripts/widgets_compat.sh" in ci
+    sh = (ROOT / "scripts" / "browser_check.sh").read_text()
+    assert "apt-get install" in sh and "pip install -q playwright" in sh   # a fresh machine
