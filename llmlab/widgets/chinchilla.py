@@ -69,7 +69,12 @@ def calculator(laws: dict | None = None):
 
     laws = laws or {"Chinchilla": scaling.CHINCHILLA, "Epoch AI": scaling.EPOCH}
     style = {"description_width": "140px"}
-    mode = W.ToggleButtons(options=["FLOPs", "GPUs", "dollars"], value="GPUs", description="budget as")
+    # ipywidgets 8 puts a ToggleButtons' own description above its buttons; a label of the rows'
+    # width (right-aligned like theirs) beside the buttons lines it up with the labels below
+    mode = W.ToggleButtons(options=["FLOPs", "GPUs", "dollars"], value="GPUs",
+                           style={"button_width": "90px"})
+    mode_label = W.HTML("<div style='text-align:right; padding-right:0'>budget as</div>",
+                        layout=W.Layout(width=style["description_width"]))
     flops = W.FloatLogSlider(value=1e21, base=10, min=15, max=27, step=0.1, description="FLOPs", style=style)
     gpu = W.Dropdown(options=list(scaling.GPU_PEAK_FLOPS), value="H100", description="GPU", style=style)
     n_gpus = W.BoundedIntText(value=8, min=1, max=100000, description="GPUs", style=style)
@@ -97,5 +102,5 @@ def calculator(laws: dict | None = None):
     for w in (mode, flops, gpu, n_gpus, days, mfu, dollars, price, fit, shrink):
         w.observe(update, names="value")
     update()
-    return W.VBox([mode, W.HBox([W.VBox([flops, gpu, n_gpus, days, mfu, dollars, price]),
+    return W.VBox([W.HBox([mode_label, mode]), W.HBox([W.VBox([flops, gpu, n_gpus, days, mfu, dollars, price]),
                                  W.VBox([fit, shrink])]), out])

@@ -51,14 +51,18 @@ def next_token_widget(model, tokenizer, contexts: list[str], k: int = 10,
 
     if not contexts:
         raise ValueError("next_token_widget needs at least one context")
-    pick = W.Dropdown(options=list(contexts), value=contexts[0], description="context")
-    text = W.Text(value=contexts[0], description="text", layout=W.Layout(width="95%"))
+    # one label width for all three rows, wide enough for "temperature" (the default 80px cut it)
+    style = {"description_width": "90px"}
+    pick = W.Dropdown(options=list(contexts), value=contexts[0], description="context", style=style)
+    text = W.Text(value=contexts[0], description="text", style=style, layout=W.Layout(width="95%"))
     temp = W.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description="temperature",
-                         continuous_update=False)
-    button = W.Button(description="sample a continuation")
+                         continuous_update=False, style=style, layout=W.Layout(width="500px"))
+    # as wide as its text (the default fixed width cut it; "auto" would stretch it across the box)
+    button = W.Button(description="sample a continuation", layout=W.Layout(width="max-content"))
     chart, sample = W.Output(), W.Output()
 
     def redraw(*_):
+        sample.clear_output()   # a continuation of the old context or temperature is stale
         top = top_next_tokens(model, tokenizer, text.value, k=k, temperature=temp.value)
         with chart:
             chart.clear_output(wait=True)
