@@ -3,7 +3,7 @@
 #
 #   bash scripts/widgets_compat.sh            # venv in $LLMLAB_COMPAT_VENV or .venv-ipywidgets7/
 #
-# A venv with --system-site-packages sees everything the current python has (torch, llmlab's
+# The venv sees everything the current python has (torch, llmlab's
 # dependencies) and adds only ipywidgets 7.7.1 (plus its widgetsnbextension 3) on top, so it
 # costs seconds after the first run. tests/test_widgets.py drives every widget's construction
 # and callbacks; tests/test_widgets.py::test_ipywidgets_version_is_one_the_series_supports
@@ -15,9 +15,14 @@ VENV=${LLMLAB_COMPAT_VENV:-.venv-ipywidgets7}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
-    "$PY" -m venv --system-site-packages "$VENV" || {
+    "$PY" -m venv "$VENV" || {
         echo "widgets_compat: could not make a venv with $PY (on Debian: apt-get install python3-venv)" >&2
         exit 1; }
+    # The venv sees $PY's own packages after its own (a .pth that adds $PY's site folders), so it
+    # works whether $PY is a system python or itself a venv (--system-site-packages would reach
+    # past a venv to its base interpreter, which may lack torch).
+    "$PY" -c "import sysconfig; print(''.join(f'import site; site.addsitedir({p!r})\n' for p in dict.fromkeys([sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']])))" \
+        > "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_site.pth"
 fi
 "$VENV/bin/python" -m pip install -q "ipywidgets==7.7.1"
 v7=$("$VENV/bin/python" -c "import ipywidgets; print(ipywidgets.__version__)")
