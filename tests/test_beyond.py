@@ -214,3 +214,21 @@ def test_every_beyond_config_field_has_a_comment_and_presets_fit_the_prompt_pool
         pool = PPO_PRESETS[name].n_prompts
         assert c.idpo_rounds * c.idpo_prompts <= pool and c.rft_prompts <= pool
         assert beyond_config(name) is c
+
+
+@pytest.mark.slow
+def test_benchmark_prints_one_strict_json_line_at_the_smoke_preset():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "beyond.py"), "--preset", "smoke"],
+                         capture_output=True, text=True, timeout=900, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["benchmark"] == "beyond" and res["preset"] == "smoke"
+    m = res["methods"]
+    assert (m["ppo"]["models"], m["grpo"]["models"], m["dpo"]["models"]) == (4, 3, 2)
+    assert res["grpo_vs_ppo"]["memory_ratio"] < 1 and res["goals_met"]["grpo_memory_below_ppo"]
+    assert set(res["ai_label_agreement"]) == set(beyond.CONSTITUTION)
