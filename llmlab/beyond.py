@@ -51,13 +51,34 @@ RLAIF_HYPERPARAMETERS = dpo.HYPERPARAMETERS + ("constitution",)
 
 
 def evaluate(policy, ref, rm, tok, items: list[dict], values: dict, template: str, pc,
-             keep_replies: bool = False) -> dict:
+             keep_replies: bool = True) -> dict:
     """:func:`llmlab.ppo.evaluate_policy` with notebook 06's settings (``pc`` its
     :class:`~llmlab.config.PPOConfig`): the same prompts, seed and reply length, so every
-    number of notebooks 06-08 is measured alike."""
+    number of notebooks 06-08 is measured alike. The replies are kept (their gold scores make
+    :func:`paired_difference` possible)."""
     return ppo.evaluate_policy(policy, ref, rm, tok, items, values, template, pc.max_new_tokens,
                                seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty,
                                keep_replies=keep_replies)
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
+    """Mean gold difference of two policies measured on the same prompts in the same order
+    (two :func:`evaluate` results with replies), prompt by prompt, with its 95% interval:
+    ``(mean, low, high, n)`` (:func:`llmlab.ppo.mean_interval` of the differences).
+
+    Which prompt was asked explains much of a reply's gold score (a decline request and an
+    unknown entity score on different rows of the judge's table); pairing the two replies to the
+    same prompt takes that part out, so the interval is narrower than the two separate ones.
+
+    >>> r = lambda *g: {"replies": [{"prompt": str(i), "gold": x} for i, x in enumerate(g)]}
+    >>> [round(x, 3) for x in paired_difference(r(2.0, -1.0, 0.0), r(1.0, -2.0, -1.0))[:3]]
+    [1.0, 1.0, 1.0]
+    """
+    ra, rb = a["replies"], b["replies"]
+    if len(ra) != len(rb) or any(x["prompt"] != y["prompt"] for x, y in zip(ra, rb)):
+        raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
+    m, lo, hi = ppo.mean_interval([x["gold"] - y["gold"] for x, y in zip(ra, rb)])
+    return m, lo, hi, len(ra)
 
 
 # ============================================================================================

@@ -232,3 +232,19 @@ def test_benchmark_prints_one_strict_json_line_at_the_smoke_preset():
     assert (m["ppo"]["models"], m["grpo"]["models"], m["dpo"]["models"]) == (4, 3, 2)
     assert res["grpo_vs_ppo"]["memory_ratio"] < 1 and res["goals_met"]["grpo_memory_below_ppo"]
     assert set(res["ai_label_agreement"]) == set(beyond.CONSTITUTION)
+
+
+def test_paired_difference_by_hand_and_narrower_than_unpaired():
+    def ev(golds):
+        return {"replies": [{"prompt": f"p{i}", "gold": g} for i, g in enumerate(golds)]}
+
+    a, b = ev([2.0, -2.0, 2.0, -1.0]), ev([1.0, -2.0, 1.0, -2.0])
+    m, lo, hi, n = beyond.paired_difference(a, b)
+    # differences 1, 0, 1, 1: mean 0.75, sd 0.5
+    assert (m, n) == (0.75, 4)
+    assert hi - m == pytest.approx(1.96 * 0.5 / 2) and m - lo == pytest.approx(1.96 * 0.5 / 2)
+    # the prompts differ a lot, the policies little: pairing removes the prompts' spread
+    unpaired = ppo.mean_interval([2.0, -2.0, 2.0, -1.0])
+    assert hi - lo < unpaired[2] - unpaired[1]
+    with pytest.raises(ValueError, match="same prompts"):
+        beyond.paired_difference(a, ev([1.0, 2.0, 3.0]))
