@@ -132,6 +132,7 @@ NOTEBOOK_TABLE = [
     ("05", "reward model", "a gold judge, preference pairs with known label noise, a Bradley-Terry reward model and what it gets wrong"),
     ("06", "RLHF with PPO", "four models, rollouts, a KL penalty, GAE and clipping; reward hacking measured against the gold judge"),
     ("07", "DPO", "the DPO loss and its implicit reward, DPO against PPO on the same pairs, IPO and failure modes"),
+    ("08", "beyond RLHF", "best-of-N and rejection-sampling fine-tuning, GRPO, iterative DPO, AI feedback with a constitution; every method of 05-08 in one table"),
 ]
 START, END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
 

@@ -387,3 +387,54 @@ def dpo_config(preset: Preset | str | None = None) -> DPOConfig:
     """The :class:`DPOConfig` of a preset (a :class:`Preset`, its name, or None for the default)."""
     p = preset if isinstance(preset, Preset) else get_preset(preset)
     return DPO_PRESETS[p.name]
+
+
+# --- notebook 08: beyond RLHF -----------------------------------------------------------------
+# Each preset's values live in BEYOND_PRESETS, read with beyond_config (as notebook 05's blocks).
+# Reply length, the missing-stop penalty, gradient clipping and the prompts come from PPOConfig;
+# DPO's beta, rate and batch from DPOConfig, so every method runs on notebook 06's and 07's terms.
+
+
+@dataclass(frozen=True)
+class BeyondConfig:
+    """Rejection sampling, GRPO, iterative DPO and AI feedback (notebook 08, ``llmlab.beyond``)."""
+
+    best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n curve on the held-out prompts
+    rft_prompts: int = 256            # training prompts sampled for rejection-sampling fine-tuning
+    rft_samples: int = 8              # replies sampled per prompt; the reward model's best is kept
+    rft_steps: int = 40               # optimiser steps of SFT's loss on the kept replies
+    rft_batch_size: int = 16          # conversations per step
+    rft_lr: float = 1e-4              # peak learning rate (a third of SFT's, as DPO's)
+    grpo_iterations: int = 20         # GRPO iterations (sample, score, update), as PPO's main run
+    grpo_prompts: int = 16            # prompts per iteration
+    grpo_group: int = 4               # replies per prompt (G): 16 x 4 = PPO's 64 episodes per iteration
+    grpo_epochs: int = 2              # passes over each iteration's replies (PPO's)
+    grpo_minibatch_size: int = 32     # replies per optimiser step (PPO's)
+    grpo_lr: float = 1.5e-4           # AdamW learning rate, constant (PPO's)
+    grpo_clip: float = 0.2            # policy ratio clip epsilon (PPO's)
+    grpo_beta: float = 0.04           # weight of the k3 KL term in the loss (DeepSeekMath's value)
+    idpo_rounds: int = 3              # rounds of iterative DPO (sample, label, train)
+    idpo_prompts: int = 128           # fresh training prompts per round
+    idpo_samples: int = 4             # replies sampled per prompt; the RM's best and worst make a pair
+    idpo_steps: int = 10              # DPO steps per round (3 x 10 = notebook 07's 30)
+    ai_pairs: int = 100               # notebook-05 pairs per principle labelled by the AI labeler
+    seed: int = 0                     # seeds sampling, batch order and tie-breaking
+
+
+BEYOND_PRESETS = {
+    "smoke": BeyondConfig(best_of_n=(1, 2, 4), rft_prompts=16, rft_samples=2, rft_steps=4,
+                          rft_batch_size=4, grpo_iterations=2, grpo_prompts=4, grpo_group=2,
+                          grpo_minibatch_size=8, grpo_epochs=1, idpo_rounds=2, idpo_prompts=8,
+                          idpo_samples=3, idpo_steps=3, ai_pairs=6),
+    "cpu": BeyondConfig(),
+    "gpu": BeyondConfig(best_of_n=(1, 2, 4, 8, 16, 32, 64), rft_prompts=4000, rft_steps=300,
+                        rft_batch_size=64, rft_lr=5e-5, grpo_iterations=200, grpo_prompts=64,
+                        grpo_group=4, grpo_minibatch_size=64, grpo_lr=5e-5, idpo_rounds=3,
+                        idpo_prompts=2000, idpo_steps=100, ai_pairs=1000),
+}
+
+
+def beyond_config(preset: Preset | str | None = None) -> BeyondConfig:
+    """The :class:`BeyondConfig` of a preset (a :class:`Preset`, its name, or None for the default)."""
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    return BEYOND_PRESETS[p.name]

@@ -21,7 +21,8 @@ The student edition of the notebooks replaces every solution cell by such a stub
 
 GAE and the DPO loss are defined here for notebooks 06 and 07, with small references
 (:func:`gae`, :func:`dpo_loss`) until ``ppo.py`` and ``dpo.py`` exist; then their exercises
-should point at the package's own functions.
+should point at the package's own functions. GRPO's group advantages (notebook 08) already do:
+the reference is :func:`llmlab.beyond.group_advantages`.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from . import chat, model, reward, sft, tokenizer
+from .beyond import group_advantages
 from .data import dedup
 
 REPO = Path(__file__).resolve().parent.parent
@@ -571,6 +573,50 @@ register(Exercise(
               "of policy to reference, not the policy's log-probability alone."),
         Wrong("no mean", lambda pw, pl, rw, rl, beta: -F.logsigmoid(beta * ((pw - rw) - (pl - rl))),
               "return one number: the mean over the batch (your result has one loss per pair)."),
+    ]))
+
+
+# ---- 08: GRPO's group advantages ------------------------------------------------------------
+
+
+def _groups(rng: random.Random) -> tuple:
+    P, G = rng.randrange(1, 5), rng.randrange(2, 7)
+    r = _randn(rng, P, G) * rng.choice([0.5, 1.0, 3.0]) + rng.choice([-2.0, 0.0, 1.0])
+    return (r,)
+
+
+def _adv_variant(rewards, *, per_group=True, unbiased=True, scale=True, centre=True):
+    dims = dict(dim=1, keepdim=True) if per_group else {}
+    x = rewards - rewards.mean(**dims) if centre else rewards
+    if scale:
+        x = x / (rewards.std(unbiased=unbiased, **dims) + 1e-6)
+    return x
+
+
+register(Exercise(
+    name="group_advantages", notebook="08", title="GRPO's group-relative advantages",
+    instructions=(
+        "Write `my_group_advantages(rewards)`: `rewards` (P, G) holds the reward-model scores of "
+        "G replies to each of P prompts (one group per row). Return (P, G): each reward minus "
+        "its group's mean, divided by its group's standard deviation (unbiased, `torch.std`) "
+        "plus 1e-6.\n\n"
+        "Example: `[[1., 3., 5., 7.]]` -> `[[-1.1619, -0.3873, 0.3873, 1.1619]]` (mean 4, "
+        "std sqrt(20/3))."),
+    reference=group_advantages, arg_names=("rewards",),
+    fixed=[(torch.tensor([[1.0, 3.0, 5.0, 7.0]]),),
+           (torch.tensor([[0.0, 1.0], [2.0, 2.5], [-1.0, 3.0]]),)],
+    random_case=_groups,
+    wrongs=[
+        Wrong("whole batch instead of per group", lambda r: _adv_variant(r, per_group=False),
+              "normalise within each group (each row): the baseline of a reply is the other "
+              "replies to the *same* prompt, not every reply of the batch."),
+        Wrong("not divided by the std", lambda r: _adv_variant(r, scale=False),
+              "divide by the group's standard deviation (plus 1e-6): GRPO standardises each group."),
+        Wrong("population std", lambda r: _adv_variant(r, unbiased=False),
+              "use the unbiased standard deviation (torch.std's default, n - 1 in the denominator)."),
+        Wrong("mean not subtracted", lambda r: _adv_variant(r, centre=False),
+              "subtract the group's mean first: the advantage says how much better than its "
+              "siblings a reply did."),
     ]))
 
 

@@ -533,3 +533,126 @@ def load_dpo_policy(preset: Preset | str | None = None, variant: str = "main", d
     device = pick_device(device) if not hasattr(device, "type") else device
     model, _ = load_checkpoint(art.file("model.pt"), device=device)
     return model.eval()
+
+
+# --- notebook 08: beyond RLHF (llmlab.beyond) ----------------------------------------------
+
+
+def _beyond_deps(p: Preset, root) -> list:
+    return [get_sft_model(p, root=root), get_reward_model(p, root=root),
+            get_tokenizer_artifact(p, root=root)]
+
+
+def _beyond_configs(p: Preset) -> list:
+    from .config import beyond_config, dpo_config, ppo_config, reward_config
+
+    return [p.world, p.sft, p.model, p.train, reward_config(p), ppo_config(p), dpo_config(p),
+            beyond_config(p)]
+
+
+def get_rft(preset: Preset | str | None = None, root: Path | None = None, progress: bool = True) -> Artifact:
+    """Rejection-sampling fine-tuning (notebook 08, section 1), built by
+    :func:`llmlab.beyond.build_rft`: ``model.pt`` and ``info`` with the kept replies' summary,
+    losses, wall times and the held-out ``final_eval``."""
+    from . import beyond
+    from .config import beyond_config, ppo_config
+
+    p = _preset(preset)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return beyond.build_rft(tmp, beyond_config(p), ppo_config(p), p.sft, p.train, get_world(p),
+                                get_tokenizer(p, root=root), load_sft_model(p, device, root=root),
+                                load_reward_model(p, device, root=root), device, progress)
+
+    return ensure("rft", p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
+                  code=code_of(beyond.build_rft), root=root)
+
+
+def get_grpo(preset: Preset | str | None = None, root: Path | None = None, progress: bool = True,
+             callback=None) -> Artifact:
+    """The GRPO run (notebook 08, section 2), built by :func:`llmlab.beyond.build_grpo`:
+    ``model.pt`` and ``info`` with the per-iteration ``history``, wall time and ``final_eval``."""
+    from . import beyond
+    from .config import beyond_config, ppo_config
+
+    p = _preset(preset)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return beyond.build_grpo(tmp, beyond_config(p), ppo_config(p), p.sft, get_world(p),
+                                 get_tokenizer(p, root=root), load_sft_model(p, device, root=root),
+                                 load_reward_model(p, device, root=root), device, progress, callback)
+
+    return ensure("grpo", p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
+                  code=code_of(beyond.build_grpo), root=root)
+
+
+def get_iterative_dpo(preset: Preset | str | None = None, root: Path | None = None,
+                      progress: bool = True) -> Artifact:
+    """Iterative (online) DPO (notebook 08, section 3), built by
+    :func:`llmlab.beyond.build_iterative_dpo`: ``model.pt`` (the last round's policy) and
+    ``info`` with each round's pairs, label agreement, wall time and held-out evaluation."""
+    from . import beyond
+    from .config import beyond_config, dpo_config, ppo_config
+
+    p = _preset(preset)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return beyond.build_iterative_dpo(tmp, beyond_config(p), dpo_config(p), ppo_config(p), p.sft,
+                                          p.train, get_world(p), get_tokenizer(p, root=root),
+                                          load_sft_model(p, device, root=root),
+                                          load_reward_model(p, device, root=root), device, progress)
+
+    return ensure("iterative_dpo", p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
+                  code=code_of(beyond.build_iterative_dpo), root=root)
+
+
+def get_rlaif(preset: Preset | str | None = None, root: Path | None = None,
+              progress: bool = True) -> Artifact:
+    """AI feedback with a constitution (notebook 08, section 4), built by
+    :func:`llmlab.beyond.build_rlaif`: ``model_ai.pt`` and ``model_annotator.pt`` (DPO on the
+    AI labeler's and on notebook 05's labels of the same pairs) and ``info`` with every label
+    and both runs' held-out evaluations."""
+    from . import beyond
+    from .config import beyond_config, dpo_config, ppo_config
+
+    p = _preset(preset)
+    deps = _beyond_deps(p, root) + [get_prefs(p, root=root)]
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return beyond.build_rlaif(tmp, beyond_config(p), dpo_config(p), ppo_config(p), p.sft, p.train,
+                                  get_world(p), get_tokenizer(p, root=root), load_prefs(p, root=root),
+                                  load_sft_model(p, device, root=root),
+                                  load_reward_model(p, device, root=root), device, progress)
+
+    return ensure("rlaif", p.name, _beyond_configs(p), build, deps=deps,
+                  code=code_of(beyond.build_rlaif), root=root)
+
+
+def load_beyond_policy(method: str, preset: Preset | str | None = None, device=None,
+                       root: Path | None = None):
+    """A policy of notebook 08 (a :class:`~llmlab.model.GPT`, eval mode): ``method`` is ``rft``,
+    ``grpo``, ``iterative_dpo``, ``rlaif_ai`` or ``rlaif_annotator``."""
+    from .device import pick_device
+    from .train import load_checkpoint
+
+    arts = {"rft": (get_rft, "model.pt"), "grpo": (get_grpo, "model.pt"),
+            "iterative_dpo": (get_iterative_dpo, "model.pt"), "rlaif_ai": (get_rlaif, "model_ai.pt"),
+            "rlaif_annotator": (get_rlaif, "model_annotator.pt")}
+    if method not in arts:
+        raise ValueError(f"unknown notebook-08 method {method!r}; expected one of {sorted(arts)}")
+    get, name = arts[method]
+    device = pick_device(device) if not hasattr(device, "type") else device
+    model, _ = load_checkpoint(get(preset, root=root).file(name), device=device)
+    return model.eval()

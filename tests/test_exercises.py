@@ -201,7 +201,8 @@ def test_notebooks_hold_the_exercises_of_their_stage():
     for stem, name, *_ in SOLUTIONS:
         found.setdefault(stem[:2], []).append(name)
     assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention"],
-                     "04": ["make_targets", "masked_nll"], "05": ["bt_loss", "reward_at_last"]}
+                     "04": ["make_targets", "masked_nll"], "05": ["bt_loss", "reward_at_last"],
+                     "08": ["group_advantages"]}
     for name, ex in E.EXERCISES.items():
         assert ex.notebook in found or ex.notebook in ("06", "07"), name
 
