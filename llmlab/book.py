@@ -133,6 +133,7 @@ NOTEBOOK_TABLE = [
     ("06", "RLHF with PPO", "four models, rollouts, a KL penalty, GAE and clipping; reward hacking measured against the gold judge"),
     ("07", "DPO", "the DPO loss and its implicit reward, DPO against PPO on the same pairs, IPO and failure modes"),
     ("08", "beyond RLHF", "best-of-N and rejection-sampling fine-tuning, GRPO, iterative DPO, AI feedback with a constitution; every method of 05-08 in one table"),
+    ("09", "the whole pipeline", "training dynamics of every stage from the runs' logs, one model's journey from base to SFT to PPO and DPO, the pipeline at a glance here and at 7B"),
 ]
 START, END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
 

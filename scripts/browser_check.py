@@ -89,6 +89,13 @@ WIDGETS = [
         Step("move the iteration slider to 0", "slider", ".widget-slider .widget-readout", "0",
              "iteration 0"),
     ]),
+    Widget("09_whole_pipeline.ipynb", "journey", "journey_widget(models", [
+        Step("pick another prompt and press Generate (the four replies are scored)", "select",
+             ".widget-dropdown select", expect="gold", then_click="button:has-text('Generate')"),
+        Step("type a question and press Generate (not scored)", "type", ".widget-text input",
+             "What colour is the sky?", "What colour is the sky?",
+             then_click="button:has-text('Generate')"),
+    ]),
 ]
 
 

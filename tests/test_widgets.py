@@ -123,6 +123,36 @@ def test_compare_widget_callbacks(capsys):
     assert capsys.readouterr().out.count("user: my own question") == 2
 
 
+# --- notebook 09: every model of the pipeline on one prompt ----------------------------------
+
+def test_journey_widget_callbacks(capsys):
+    from llmlab.widgets.compare import journey_widget
+
+    items = [{"kind": "fact", "messages": [{"role": "user", "content": "What is 2+2?"}]},
+             {"kind": "decline", "messages": [{"role": "user", "content": "Hello"}]}]
+    scored = []
+
+    def score(item, reply):
+        scored.append(item["kind"])
+        return f"gold for a {item['kind']} prompt"
+
+    models = {"base": tiny_model(0), "SFT": tiny_model(1), "PPO": tiny_model(2)}
+    box = journey_widget(models, TOK, items, max_new_tokens=3, score=score)
+    drop, text, button, panes = box.children
+    assert len(panes.children) == 3
+    first = capsys.readouterr().out                   # the first prompt, answered and scored at once
+    assert first.count("user: What is 2+2?") == 3 and first.count("gold for a fact prompt") == 3
+    drop.value = 1
+    button.click()
+    out = capsys.readouterr().out
+    assert out.count("user: Hello") == 3 and out.count("gold for a decline prompt") == 3
+    text.value = "my own question"                    # typed text wins, and is not scored
+    n_scored = len(scored)
+    button.click()
+    out = capsys.readouterr().out
+    assert out.count("user: my own question") == 3 and "gold for" not in out and len(scored) == n_scored
+
+
 # --- notebook 05: the reward-model quiz --------------------------------------------------------
 
 def quiz_items_for_test():

@@ -48,3 +48,45 @@ def compare_widget(base, tuned, tok, prompts: list[str], template: str = "chatml
     button.on_click(on_click)
     on_click()
     return W.VBox([drop, text, button, W.HBox(list(panes.values()))])
+
+
+def journey_replies(models: dict, tok, item: dict, template: str = "chatml",
+                    max_new_tokens: int = 40, score=None) -> dict:
+    """``{name: text}`` of each model for one prompt item (notebook 09's widget): the greedy
+    reply of :func:`compare_replies`, followed by ``score(item, reply)`` where ``score`` is given
+    (the gold judge, for a prompt the world built)."""
+    replies = compare_replies(models, tok, item["messages"][-1]["content"], template, max_new_tokens)
+    if score is None:
+        return replies
+    return {name: f"{r}\n  -> {score(item, r.removesuffix('  [no stop token]'))}" for name, r in replies.items()}
+
+
+def journey_widget(models: dict, tok, items: list[dict], template: str = "chatml",
+                   max_new_tokens: int = 40, score=None):
+    """Every model of the pipeline on one prompt (notebook 09): a Dropdown of held-out prompt
+    items (scored by ``score(item, reply)``), a Text box for your own prompt (not scored: the
+    judge needs the world's answer to a prompt it built), a Button and one Output pane per model."""
+    import ipywidgets as W
+
+    options = [(f"{it['kind']}: {it['messages'][-1]['content']}", i) for i, it in enumerate(items)]
+    drop = W.Dropdown(options=options, description="Prompt:", layout=W.Layout(width="95%"))
+    text = W.Text(placeholder="...or type your own question", description="Or type:",
+                  layout=W.Layout(width="95%"))
+    button = W.Button(description="Generate", button_style="primary")
+    width = f"{100 // max(len(models), 1) - 1}%"
+    panes = {name: W.Output(layout=W.Layout(width=width, border="1px solid #ccc")) for name in models}
+
+    def on_click(_=None):
+        typed = text.value.strip()
+        item = ({"kind": "typed", "messages": [{"role": "user", "content": typed}]} if typed
+                else items[drop.value])
+        replies = journey_replies(models, tok, item, template, max_new_tokens,
+                                  None if typed else score)
+        for name, pane in panes.items():
+            pane.clear_output()
+            with pane:
+                print(f"{name}\n{'-' * len(name)}\nuser: {item['messages'][-1]['content']}\nreply: {replies[name]}")
+
+    button.on_click(on_click)
+    on_click()
+    return W.VBox([drop, text, button, W.HBox(list(panes.values()))])
