@@ -318,9 +318,12 @@ class PPOConfig:
     lam: float = 0.95                 # GAE lambda
     whiten: bool = True               # normalise advantages over each rollout
     kl: str = "adaptive"              # KL controller: "fixed" or "adaptive" (Ziegler et al. 2019)
-    beta: float = 0.15                # KL coefficient (the adaptive controller's start)
-    target_kl: float = 3.0            # adaptive: the KL per reply (nats) beta steers towards
-    horizon: int = 500                # adaptive: episodes over which beta may change by about 20%
+    beta: float = 1.0                 # KL coefficient (the adaptive controller's start); 0.15 with
+    #                                   target 3 and horizon 500 let the run drift to 7-8 nats and
+    #                                   answer every prompt with the refusal the RM over-rewards
+    target_kl: float = 1.0            # adaptive: the KL per reply (nats) beta steers towards
+    horizon: int = 64                 # adaptive: episodes over which beta may change by about 20%
+    #                                   (one rollout: a 20-iteration run needs a controller that can move)
     max_new_tokens: int = 24          # longest sampled reply (tokens)
     no_stop_penalty: float = 1.0      # subtracted from the RM score of a reply that never stops
     n_prompts: int = 2000             # training-split prompt pool the rollouts draw from
@@ -341,6 +344,7 @@ PPO_PRESETS = {
                        beta0_iterations=2, stability_iterations=1, best_of_n=(1, 2)),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, lr=5e-5, max_new_tokens=48,
+                     beta=0.15, target_kl=3.0, horizon=500,   # not yet tuned on a GPU
                      n_prompts=20000, n_eval=1000, eval_every=20, track_every=20, beta0_iterations=300,
                      stability_iterations=40, best_of_n=(1, 2, 4, 8, 16, 32, 64)),
 }

@@ -163,33 +163,49 @@ BEHAVIOUR_COLUMNS = {   # column: (key of the evaluation's shares, what it count
 
 def behaviour_table(evals: dict) -> dict:
     """``{model: {column: text}}``: gold reward with its interval, the behaviour shares of
-    :data:`BEHAVIOUR_COLUMNS` with n and Wilson intervals, the share of *all* replies that open
-    with "I don't know" (hedging, whatever the prompt; from the kept replies), mean reply length
-    and KL to SFT."""
+    :data:`BEHAVIOUR_COLUMNS` with n and Wilson intervals, the shares of *all* replies that open
+    with "I don't know" or a refusal whatever the prompt (:func:`opens_with`, from the kept
+    replies), mean reply length and KL to SFT."""
     out = {}
     for name, e in evals.items():
         row = {"gold reward": f"{e['gold']:+.2f} ({e['gold_ci'][0]:+.2f} to {e['gold_ci'][1]:+.2f})"}
         for col, (key, _) in BEHAVIOUR_COLUMNS.items():
             row[col] = ppo.fmt_share(e["shares"][key])
-        if "replies" in e:
-            row["\"I don't know\" to any prompt"] = ppo.fmt_share(hedging(e))
+        for what in OPENINGS if "replies" in e else ():
+            row[f"opens with {what} (any prompt)"] = ppo.fmt_share(opens_with(e, what))
         row["mean length (chars)"] = round(e["length"], 1)
         row["KL to SFT (nats)"] = round(e["kl"], 2)
         out[name] = row
     return out
 
 
-def hedging(e: dict) -> dict:
-    """The share of an evaluation's replies, over every prompt kind, that open with "I don't
-    know" (:func:`llmlab.prefs.is_idk`), as :func:`llmlab.ppo.share`. Right on an unknown
-    entity; on a fact, a decline request or a false premise, a hedge the judge scores below the
-    right reply.
+OPENINGS = {   # name: test of a reply's first sentence, counted over every prompt kind
+    "I don't know": prefs.is_idk,
+    "a refusal": prefs.is_refusal,
+}
 
-    >>> hedging({"replies": [{"text": "I don't know. I have never heard of X."}, {"text": "Paris."}]})["k"]
-    1
+
+def opens_with(e: dict, what: str, kinds=None) -> dict:
+    """The share of an evaluation's replies, over *every* prompt kind, whose first sentence is
+    ``what`` (a key of :data:`OPENINGS`), as :func:`llmlab.ppo.share`. "I don't know" is right
+    on an unknown entity and a refusal on a decline request; on the other kinds both are a
+    blanket answer the judge scores below the right reply, so a policy that learns one
+    everywhere shows here.
+
+    ``kinds`` (a tuple of prompt kinds) counts only the replies to prompts of those kinds.
+
+    >>> e = {"replies": [{"text": "I don't know. I have never heard of X.", "kind": "unknown"},
+    ...                  {"text": "Paris.", "kind": "fact"},
+    ...                  {"text": "Sorry, I can't help with that.", "kind": "fact"}]}
+    >>> opens_with(e, "I don't know")["k"], opens_with(e, "a refusal")["k"]
+    (1, 1)
+    >>> {k: v for k, v in opens_with(e, "a refusal", kinds=("fact",)).items() if k != "ci"}
+    {'rate': 0.5, 'k': 1, 'n': 2}
     """
-    k = sum(prefs.is_idk(r["text"]) for r in e["replies"])
-    return ppo.share(k, len(e["replies"]))
+    test = OPENINGS[what]
+    rows = [r for r in e["replies"] if kinds is None or r["kind"] in kinds]
+    k = sum(bool(test((prefs.sentences(r["text"]) or [""])[0])) for r in rows)
+    return ppo.share(k, len(rows))
 
 
 def moved(a: dict, b: dict) -> dict:
