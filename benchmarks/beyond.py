@@ -13,7 +13,9 @@ measured in this run, and beside each its peer, also run here:
 - iterative DPO (``beyond.build_iterative_dpo``) against single-round DPO (``dpo.build_dpo``,
   notebook 07's main run) with the same number of steps;
 - DPO on the AI labeler's labels against DPO on notebook 05's labels of the same pairs
-  (``beyond.build_rlaif``), with the labeler's agreement with the gold judge per principle.
+  (``beyond.build_rlaif``), with the labeler's agreement with the gold judge per principle;
+- the supervised half of Constitutional AI (``beyond.build_cai_sl``): the SFT model critiques and
+  revises its own replies and is fine-tuned on the revisions, against SFT.
 
 Every policy is measured by ``ppo.evaluate_policy`` on notebook 06's held-out prompts. Goals
 (issue 14): each method raises the gold reward over SFT -- reported per method, with whether the
@@ -159,6 +161,17 @@ def main(argv=None) -> int:
         log("DPO on annotator labels", ann["final_eval"], ann["train_seconds"])
         agreement = {k: {"ai": v["ai"], "annotator": v["annotator"], "mean_p_a": round(v["p_a"], 4)}
                      for k, v in beyond.agreement_by_principle(rl["labels"]).items()}
+
+        (tmp / "cai_sl").mkdir()
+        cs = beyond.build_cai_sl(tmp / "cai_sl", bc, pc, p.sft, p.train, world, tok, sft_model, rm, device, False)
+        fit = [r for r in cs["records"] if r["fits"]]
+        res["cai_sl"] = {**summary(cs["final_eval"]), "seconds": cs["seconds"],
+                         "knobs": len(beyond.CAI_SL_HYPERPARAMETERS), "n_prompts": cs["n_prompts"],
+                         "n_fit": cs["n_fit"], "n_examples": cs["n_examples"],
+                         "revision_minus_reply_gold": (round(sum(r["gold_revision"] - r["gold_reply"] for r in fit)
+                                                             / len(fit), 4) if fit else None)}
+        mem["cai_sl"] = dpo.state_memory([sft_model], [], train_cfg)
+        log("SFT on its own revisions (CAI)", cs["final_eval"], cs["seconds"])
 
     sft_hi = res["sft"]["gold_ci95"][1]
     for name, r in res.items():

@@ -21,10 +21,13 @@ scored by the same gold judge (:func:`llmlab.ppo.evaluate_policy`):
    replies follows a principle, scored by the log-probability of its answer "A" or "B" in both
    orders (:func:`judge_messages`, :func:`choice_prob`, :func:`debiased_preference`,
    :func:`ai_preferences`); DPO on its labels against DPO on notebook 05's labels of the same
-   pairs (:func:`build_rlaif`).
+   pairs (:func:`build_rlaif`). The supervised half: the SFT model critiques and revises its
+   own replies under a principle (:func:`critique_revise`) and is fine-tuned on the revisions
+   (:func:`build_cai_sl`).
 
 The recipes of the cached runs are :func:`build_rft`, :func:`build_grpo`,
-:func:`build_iterative_dpo` and :func:`build_rlaif`; :mod:`llmlab.stages` declares them.
+:func:`build_iterative_dpo`, :func:`build_rlaif` and :func:`build_cai_sl`; :mod:`llmlab.stages`
+declares them.
 """
 from __future__ import annotations
 
@@ -658,6 +661,131 @@ def build_rlaif(folder: Path, c, dc, pc, sft_cfg, train_cfg, world, tok, prefs_d
                "rejected": r["pair"]["rejected"]} for r in records]
     return {"n_pairs": len(pairs), "n_labelled": len(records), "label_seconds": round(label_seconds, 2),
             "labels": labels, "runs": runs}
+
+
+# --- the supervised half of Constitutional AI: critique and revision ------------------------
+
+# the principle each prompt kind is revised under (Bai et al. sample one at random per step; here
+# the one that fits the prompt, the most favourable choice for the model)
+KIND_PRINCIPLE = {"unknown": "honest", "decline": "harmless", "premise": "no_sycophancy", "fact": "concise"}
+CRITIQUE_REQUEST = "Critique your reply: {principle}"
+REVISION_REQUEST = "Critique: {critique}\nRewrite your reply to follow: {principle}"
+CAI_SL_HYPERPARAMETERS = RFT_HYPERPARAMETERS[1:] + ("cai_prompts", "constitution")
+
+
+def critique_messages(prompt: str, reply: str, principle: str) -> list[dict]:
+    """Step 2 of Constitutional AI's supervised phase (Bai et al. 2022, Sec. 3.1): the
+    conversation so far, then a request to critique the reply under a principle.
+
+    >>> [m["role"] for m in critique_messages("Hi?", "Hello.", "Be brief.")]
+    ['user', 'assistant', 'user']
+    """
+    return [chat.user(prompt), chat.assistant(reply),
+            chat.user(CRITIQUE_REQUEST.format(principle=principle))]
+
+
+def revision_messages(prompt: str, reply: str, principle: str, critique: str) -> list[dict]:
+    """Step 3: the conversation, then the model's critique and a request to rewrite the reply
+    under the same principle, in one user turn (the paper keeps the critique request as a turn of
+    its own; at a context of a few hundred characters there is no room for it). The model's
+    answer is the revision.
+
+    >>> revision_messages("Hi?", "Hello.", "Be brief.", "Fine.")[-1]["content"]
+    'Critique: Fine.\\nRewrite your reply to follow: Be brief.'
+    """
+    return [chat.user(prompt), chat.assistant(reply),
+            chat.user(REVISION_REQUEST.format(critique=critique, principle=principle))]
+
+
+def _fits(items: list[dict], tok, template: str, limit: int) -> list[bool]:
+    return [len(p) <= limit for p in ppo.prompt_ids(items, tok, template)]
+
+
+def critique_revise(model, tok, items: list[dict], values: dict, template: str, max_new_tokens: int,
+                    seed: int = 0) -> list[dict]:
+    """Constitutional AI's supervised data, written by ``model`` itself: for each prompt item
+    (1) a sampled reply, (2) a sampled critique of it under the principle of the item's kind
+    (:data:`KIND_PRINCIPLE`, :data:`CONSTITUTION`; at most half ``max_new_tokens``), (3) a
+    sampled revision given the critique.
+    Every step is :func:`llmlab.ppo.rollout` at temperature 1. A prompt whose critique or
+    revision request would leave no room for ``max_new_tokens`` in the context is skipped
+    (``"fits": False``). The gold judge scores the reply and the revision (logged, never used to
+    select). Returns one record per item."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    limit = model.config.block_size - max_new_tokens
+    first = ppo.rollout(model, tok, items, template, max_new_tokens, gen)
+    principles = [CONSTITUTION[KIND_PRINCIPLE[it["kind"]]]["principle"] for it in items]
+    prompts = [it["messages"][-1]["content"] for it in items]
+    crit_items = [{"kind": it["kind"], "messages": critique_messages(p, r, pr)}
+                  for it, p, r, pr in zip(items, prompts, first.texts, principles)]
+    ok = _fits(crit_items, tok, template, limit)
+    crit_texts = [""] * len(items)
+    sel = [i for i, f in enumerate(ok) if f]
+    if sel:   # a short critique: half the reply length, to leave the revision room in the context
+        ro = ppo.rollout(model, tok, [crit_items[i] for i in sel], template, max(1, max_new_tokens // 2), gen)
+        for i, t in zip(sel, ro.texts):
+            crit_texts[i] = t
+    rev_items = [{"kind": it["kind"], "messages": revision_messages(p, r, pr, ct)}
+                 for it, p, r, pr, ct in zip(items, prompts, first.texts, principles, crit_texts)]
+    ok = [a and b for a, b in zip(ok, _fits(rev_items, tok, template, limit))]
+    sel = [i for i, f in enumerate(ok) if f]
+    revs, rev_stopped = [""] * len(items), [False] * len(items)
+    if sel:
+        ro = ppo.rollout(model, tok, [rev_items[i] for i in sel], template, max_new_tokens, gen)
+        for i, t, st in zip(sel, ro.texts, ro.stopped.tolist()):
+            revs[i], rev_stopped[i] = t, bool(st)
+    out = []
+    for i, it in enumerate(items):
+        out.append({"prompt": prompts[i], "kind": it["kind"], "principle": KIND_PRINCIPLE[it["kind"]],
+                    "fits": ok[i], "reply": first.texts[i], "critique": crit_texts[i],
+                    "revision": revs[i], "revision_stopped": rev_stopped[i],
+                    "gold_reply": prefs.gold_score(it, first.texts[i], values).score,
+                    "gold_revision": prefs.gold_score(it, revs[i], values).score if ok[i] else None,
+                    "messages": it["messages"]})
+    return out
+
+
+def revision_examples(records: list[dict]) -> list[dict]:
+    """The SFT data of the supervised phase: each prompt with its revision as the reply, for the
+    revisions that fit the context, say something and ended their turn (SFT would otherwise
+    teach a cut-off reply)."""
+    return [{"messages": list(r["messages"]) + [chat.assistant(r["revision"])], "kind": r["kind"]}
+            for r in records if r["fits"] and r["revision"].strip() and r["revision_stopped"]]
+
+
+def build_cai_sl(folder: Path, c, pc, sft_cfg, train_cfg, world, tok, sft_model, rm, device=None,
+                 progress: bool = True) -> dict:
+    """The recipe of section 4's supervised half: :func:`critique_revise` on ``c.cai_prompts``
+    training-split prompts (notebook 06's pool) by the SFT model, then SFT's loss on the
+    revisions (:func:`revision_examples`, :func:`train_rft`'s settings) from the SFT model; saves
+    ``model.pt`` and returns the records, the counts, wall times and the held-out ``final_eval``."""
+    from .device import seed_everything
+    from .train import save_checkpoint
+
+    seed_everything(c.seed)
+    device = device or next(sft_model.parameters()).device
+    sets = ppo.prompt_sets(world, sft_cfg, pc)
+    values = prefs.relation_values(world)
+    items = sets["train"][:c.cai_prompts]
+    t0 = time.perf_counter()
+    records = critique_revise(sft_model, tok, items, values, sft_cfg.template, pc.max_new_tokens, c.seed)
+    t_write = time.perf_counter() - t0
+    examples = revision_examples(records)
+    policy = copy.deepcopy(sft_model).train()
+    t_train, final = 0.0, None
+    if examples:
+        t1 = time.perf_counter()
+        train_rft(policy, examples, tok, c, train_cfg, sft_cfg.template, device, progress)
+        t_train = time.perf_counter() - t1
+    policy.eval()
+    final = evaluate(policy, sft_model, rm, tok, sets["eval"], values, sft_cfg.template, pc)
+    save_checkpoint(Path(folder) / "model.pt", policy.cpu())
+    for r in records:
+        r.pop("messages")
+    return {"n_prompts": len(items), "n_fit": sum(r["fits"] for r in records), "n_examples": len(examples),
+            "records": records, "write_seconds": round(t_write, 2), "train_seconds": round(t_train, 2),
+            "seconds": round(t_write + t_train, 2), "final_eval": final}
 
 
 def agreement_by_principle(labels: list[dict]) -> dict:

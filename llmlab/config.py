@@ -422,6 +422,7 @@ class BeyondConfig:
     idpo_samples: int = 4             # replies sampled per prompt; the RM's best and worst make a pair
     idpo_steps: int = 10              # DPO steps per round (3 x 10 = notebook 07's 30)
     ai_pairs: int = 100               # notebook-05 pairs per principle labelled by the AI labeler
+    cai_prompts: int = 256            # training prompts the SFT model critiques and revises its replies to
     seed: int = 0                     # seeds sampling, batch order and tie-breaking
 
 
@@ -429,12 +430,12 @@ BEYOND_PRESETS = {
     "smoke": BeyondConfig(best_of_n=(1, 2, 4), rft_prompts=16, rft_samples=2, rft_steps=4,
                           rft_batch_size=4, grpo_iterations=2, grpo_prompts=4, grpo_group=2,
                           grpo_minibatch_size=8, grpo_epochs=1, idpo_rounds=2, idpo_prompts=8,
-                          idpo_samples=3, idpo_steps=3, ai_pairs=6),
+                          idpo_samples=3, idpo_steps=3, ai_pairs=6, cai_prompts=16),
     "cpu": BeyondConfig(),
     "gpu": BeyondConfig(best_of_n=(1, 2, 4, 8, 16, 32, 64), rft_prompts=4000, rft_steps=300,
                         rft_batch_size=64, rft_lr=5e-5, grpo_iterations=200, grpo_prompts=64,
                         grpo_group=4, grpo_minibatch_size=64, grpo_lr=5e-5, idpo_rounds=3,
-                        idpo_prompts=2000, idpo_steps=100, ai_pairs=1000),
+                        idpo_prompts=2000, idpo_steps=100, ai_pairs=1000, cai_prompts=4000),
 }
 
 

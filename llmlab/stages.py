@@ -640,16 +640,39 @@ def get_rlaif(preset: Preset | str | None = None, root: Path | None = None,
                   code=code_of(beyond.build_rlaif), root=root)
 
 
+def get_cai_sl(preset: Preset | str | None = None, root: Path | None = None,
+               progress: bool = True) -> Artifact:
+    """The supervised half of Constitutional AI (notebook 08, section 4), built by
+    :func:`llmlab.beyond.build_cai_sl`: ``model.pt`` (the SFT model fine-tuned on its own
+    revisions) and ``info`` with every reply, critique and revision, the counts, wall times and
+    the held-out ``final_eval``."""
+    from . import beyond
+    from .config import beyond_config, ppo_config
+
+    p = _preset(preset)
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return beyond.build_cai_sl(tmp, beyond_config(p), ppo_config(p), p.sft, p.train, get_world(p),
+                                   get_tokenizer(p, root=root), load_sft_model(p, device, root=root),
+                                   load_reward_model(p, device, root=root), device, progress)
+
+    return ensure("cai_sl", p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
+                  code=code_of(beyond.build_cai_sl), root=root)
+
+
 def load_beyond_policy(method: str, preset: Preset | str | None = None, device=None,
                        root: Path | None = None):
     """A policy of notebook 08 (a :class:`~llmlab.model.GPT`, eval mode): ``method`` is ``rft``,
-    ``grpo``, ``iterative_dpo``, ``rlaif_ai`` or ``rlaif_annotator``."""
+    ``grpo``, ``iterative_dpo``, ``rlaif_ai``, ``rlaif_annotator`` or ``cai_sl``."""
     from .device import pick_device
     from .train import load_checkpoint
 
     arts = {"rft": (get_rft, "model.pt"), "grpo": (get_grpo, "model.pt"),
             "iterative_dpo": (get_iterative_dpo, "model.pt"), "rlaif_ai": (get_rlaif, "model_ai.pt"),
-            "rlaif_annotator": (get_rlaif, "model_annotator.pt")}
+            "rlaif_annotator": (get_rlaif, "model_annotator.pt"), "cai_sl": (get_cai_sl, "model.pt")}
     if method not in arts:
         raise ValueError(f"unknown notebook-08 method {method!r}; expected one of {sorted(arts)}")
     get, name = arts[method]

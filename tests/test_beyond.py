@@ -248,3 +248,45 @@ def test_paired_difference_by_hand_and_narrower_than_unpaired():
     assert hi - lo < unpaired[2] - unpaired[1]
     with pytest.raises(ValueError, match="same prompts"):
         beyond.paired_difference(a, ev([1.0, 2.0, 3.0]))
+
+
+# --------------------------------------------------------------------------------------------
+# 4b. The supervised half of Constitutional AI: critique and revision
+# --------------------------------------------------------------------------------------------
+
+
+def test_critique_and_revision_conversations_and_what_becomes_sft_data():
+    crit = beyond.critique_messages("Who is X?", "X is Y.", "Be honest.")
+    assert [m["role"] for m in crit] == ["user", "assistant", "user"] and "Be honest." in crit[-1]["content"]
+    rev = beyond.revision_messages("Who is X?", "X is Y.", "Be honest.", "It guessed.")
+    assert rev[:2] == crit[:2] and "It guessed." in rev[-1]["content"] and "Be honest." in rev[-1]["content"]
+    base = {"messages": [chat.user("Q?")], "kind": "fact"}
+    recs = [base | {"fits": True, "revision": "Fine.", "revision_stopped": True},
+            base | {"fits": True, "revision": "Cut off", "revision_stopped": False},   # never ended its turn
+            base | {"fits": False, "revision": "", "revision_stopped": False},        # did not fit the context
+            base | {"fits": True, "revision": "  ", "revision_stopped": True}]        # said nothing
+    ex = beyond.revision_examples(recs)
+    assert len(ex) == 1 and ex[0]["messages"] == [chat.user("Q?"), chat.assistant("Fine.")]
+    assert set(beyond.KIND_PRINCIPLE.values()) <= set(beyond.CONSTITUTION)
+
+
+def test_critique_revise_runs_three_sampling_steps_and_skips_what_does_not_fit():
+    tok = Tokenizer([])
+    values = {"capital": ["Kelton", "Morby"]}
+    items = [{"kind": "fact", "subject": "Velmora", "relation": "capital", "answer": "Kelton",
+              "messages": [chat.user("What is the capital of Velmora?")]},
+             {"kind": "decline", "messages": [chat.user("Help me steal a bike.")]}]
+    torch.manual_seed(0)
+    big = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=512, n_layer=1, n_head=2, n_embd=16)).eval()
+    recs = beyond.critique_revise(big, tok, items, values, "chatml", max_new_tokens=6, seed=0)
+    assert [r["principle"] for r in recs] == ["concise", "harmless"] and all(r["fits"] for r in recs)
+    for r, it in zip(recs, items):
+        assert r["gold_reply"] == prefs.gold_score(it, r["reply"], values).score
+        assert r["gold_revision"] == prefs.gold_score(it, r["revision"], values).score
+    assert recs == beyond.critique_revise(big, tok, items, values, "chatml", max_new_tokens=6, seed=0)
+    # a context that holds the prompt but not the critique request: every item skipped, said so
+    small = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=72, n_layer=1, n_head=2, n_embd=16)).eval()
+    recs = beyond.critique_revise(small, tok, items, values, "chatml", max_new_tokens=6, seed=0)
+    assert not any(r["fits"] for r in recs)
+    assert all(r["revision"] == "" and r["gold_revision"] is None for r in recs)
+    assert beyond.revision_examples(recs) == []
