@@ -43,7 +43,7 @@ from llmlab.device import pick_device  # noqa: E402
 from llmlab.train import load_checkpoint  # noqa: E402
 
 PPO_NOT_KNOBS = {"n_prompts", "n_eval", "eval_every", "n_track", "track_samples", "track_every",
-                 "beta0_iterations", "stability_iterations", "best_of_n", "seed"}
+                 "beta0_iterations", "small_beta", "stability_iterations", "best_of_n", "seed"}
 
 
 def summary(e: dict) -> dict:

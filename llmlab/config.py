@@ -333,6 +333,7 @@ class PPOConfig:
     track_samples: int = 3            # sampled replies per followed prompt at each look
     track_every: int = 5              # iterations between looks at the followed prompts
     beta0_iterations: int = 25        # iterations of the beta = 0 run (reward hacking)
+    small_beta: float = 0.1           # fixed beta of the small-beta run (the seed's range starts here), beta0's iterations
     stability_iterations: int = 3     # iterations of each stability run (no whitening, ...)
     best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
     seed: int = 0                     # seeds prompts, sampling and minibatch order

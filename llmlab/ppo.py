@@ -764,6 +764,7 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
 VARIANTS = {
     "main": lambda c: c,
     "beta0": lambda c: dataclasses.replace(c, kl="fixed", beta=0.0, iterations=c.beta0_iterations),
+    "small_beta": lambda c: dataclasses.replace(c, kl="fixed", beta=c.small_beta, iterations=c.beta0_iterations),
     "nowhiten": lambda c: dataclasses.replace(c, whiten=False, iterations=c.stability_iterations,
                                               eval_every=c.stability_iterations, track_samples=0),
     "noclip_value": lambda c: dataclasses.replace(c, clip_value=0.0, iterations=c.stability_iterations,
