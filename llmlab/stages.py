@@ -550,25 +550,32 @@ def _beyond_configs(p: Preset) -> list:
             beyond_config(p)]
 
 
-def get_rft(preset: Preset | str | None = None, root: Path | None = None, progress: bool = True) -> Artifact:
-    """Rejection-sampling fine-tuning (notebook 08, section 1), built by
-    :func:`llmlab.beyond.build_rft`: ``model.pt`` and ``info`` with the kept replies' summary,
-    losses, wall times and the held-out ``final_eval``."""
-    from . import beyond
+def _sft_recipe_run(name: str, recipe, p: Preset, root, progress: bool) -> Artifact:
+    """A notebook-08 run whose recipe takes ``(folder, BeyondConfig, PPOConfig, SFTConfig,
+    TrainConfig, world, tokenizer, SFT model, reward model, device, progress)``: rejection
+    sampling (:func:`llmlab.beyond.build_rft`) and critique-and-revise
+    (:func:`llmlab.beyond.build_cai_sl`)."""
     from .config import beyond_config, ppo_config
-
-    p = _preset(preset)
 
     def build(tmp: Path) -> dict:
         from .device import pick_device
 
         device = pick_device()
-        return beyond.build_rft(tmp, beyond_config(p), ppo_config(p), p.sft, p.train, get_world(p),
-                                get_tokenizer(p, root=root), load_sft_model(p, device, root=root),
-                                load_reward_model(p, device, root=root), device, progress)
+        return recipe(tmp, beyond_config(p), ppo_config(p), p.sft, p.train, get_world(p),
+                      get_tokenizer(p, root=root), load_sft_model(p, device, root=root),
+                      load_reward_model(p, device, root=root), device, progress)
 
-    return ensure("rft", p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
-                  code=code_of(beyond.build_rft), root=root)
+    return ensure(name, p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
+                  code=code_of(recipe), root=root)
+
+
+def get_rft(preset: Preset | str | None = None, root: Path | None = None, progress: bool = True) -> Artifact:
+    """Rejection-sampling fine-tuning (notebook 08, section 1), built by
+    :func:`llmlab.beyond.build_rft`: ``model.pt`` and ``info`` with the kept replies' summary,
+    losses, wall times and the held-out ``final_eval``."""
+    from . import beyond
+
+    return _sft_recipe_run("rft", beyond.build_rft, _preset(preset), root, progress)
 
 
 def get_grpo(preset: Preset | str | None = None, root: Path | None = None, progress: bool = True,
@@ -647,20 +654,8 @@ def get_cai_sl(preset: Preset | str | None = None, root: Path | None = None,
     revisions) and ``info`` with every reply, critique and revision, the counts, wall times and
     the held-out ``final_eval``."""
     from . import beyond
-    from .config import beyond_config, ppo_config
 
-    p = _preset(preset)
-
-    def build(tmp: Path) -> dict:
-        from .device import pick_device
-
-        device = pick_device()
-        return beyond.build_cai_sl(tmp, beyond_config(p), ppo_config(p), p.sft, p.train, get_world(p),
-                                   get_tokenizer(p, root=root), load_sft_model(p, device, root=root),
-                                   load_reward_model(p, device, root=root), device, progress)
-
-    return ensure("cai_sl", p.name, _beyond_configs(p), build, deps=_beyond_deps(p, root),
-                  code=code_of(beyond.build_cai_sl), root=root)
+    return _sft_recipe_run("cai_sl", beyond.build_cai_sl, _preset(preset), root, progress)
 
 
 def load_beyond_policy(method: str, preset: Preset | str | None = None, device=None,
