@@ -118,8 +118,13 @@ class TrainConfig:
 class ScalingConfig:
     """The IsoFLOP sweep (notebook 03)."""
 
-    budgets: tuple = (5e10, 1.5e11, 5e11)  # compute budgets C in FLOPs (C = 6 N D per run)
-    widths: tuple = (16, 24, 32, 48, 64)  # model-size ladder: n_embd of each model
+    # budgets and band chosen from a first sweep of every width at 5e10-4e11 on the same fresh
+    # text: each budget's minimum lies inside the widths it trains (notebook 03 checks it)
+    budgets: tuple = (5e10, 1e11, 2e11, 4e11, 8e11)  # compute budgets C in FLOPs (C = 6 N D per run)
+    widths: tuple = (8, 16, 24, 32, 48, 64)  # model-size ladder: n_embd of each model
+    tokens_per_param: tuple = (1.0, 200.0)  # (low, high): at each budget train only the widths whose D/N lies inside; () = every width
+    val_tokens: int = 65536           # tokens of fresh validation text (sweep_data)
+    data_seed: int = 100              # seeds the fresh text's pages (world.iter_pages; validation uses seed + 1)
     n_layer: int = 2                  # depth of every model in the ladder
     head_dim: int = 8                 # channels per attention head (n_head = width / head_dim)
     batch_size: int = 8               # sequences per step (block_size from the preset's model)
@@ -129,7 +134,7 @@ class ScalingConfig:
     eval_batches: int = 20            # validation batches behind each run's final loss
     seed: int = 0                     # seeds every run's init and batch order
     n_boot: int = 200                 # bootstrap resamples behind the fitted intervals
-    threads: int = 1                  # CPU threads while sweeping (tiny models: 1 beats 2; 0 = leave as is)
+    threads: int = 2                  # CPU threads while sweeping (0 = leave as is; more threads than cores only waits)
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,9 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(block_size=64),
         model=ModelConfig(vocab_size=512, block_size=64, n_layer=1, n_head=2, n_embd=32),
         train=TrainConfig(batch_size=8, max_steps=30, warmup_steps=5, eval_every=10, eval_batches=2),
-        scaling=ScalingConfig(budgets=(3e8, 6e8, 1.2e9), widths=(4, 8, 16), n_layer=1, head_dim=4,
-                              batch_size=4, min_steps=10, eval_batches=2, n_boot=20),
+        scaling=ScalingConfig(budgets=(3e8, 6e8, 1.2e9), widths=(4, 8, 16), tokens_per_param=(),
+                              n_layer=1, head_dim=4, batch_size=4, min_steps=10, eval_batches=2,
+                              n_boot=20, val_tokens=4096),
         sft=SFTConfig(n_small=50, n_large=200, n_val=20, max_steps=20, batch_size=4,
                       warmup_steps=2, eval_every=10, eval_batches=2, max_story_chars=90,
                       max_new_tokens=20),
@@ -197,7 +203,7 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(vocab_size=2048, block_size=256, n_layer=8, n_head=8, n_embd=512),
         train=TrainConfig(batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=200, compile=True),
         scaling=ScalingConfig(budgets=(1e13, 3e13, 1e14), widths=(64, 96, 128, 192, 256),
-                              n_layer=4, batch_size=32),
+                              tokens_per_param=(), n_layer=4, batch_size=32),
         sft=SFTConfig(max_steps=1500, batch_size=32, lr=1e-4, high_lr=1e-3, max_story_chars=500),
     ),
 }

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,15 +180,22 @@ def plan_sweep(scfg, base_model) -> list[dict]:
     if len(scfg.budgets) < 1 or len(scfg.widths) < 3:
         raise ValueError(f"ScalingConfig needs budgets and at least 3 widths, got "
                          f"budgets={scfg.budgets}, widths={scfg.widths}")
+    band = tuple(scfg.tokens_per_param)
+    if band and not (len(band) == 2 and 0 < band[0] < band[1]):
+        raise ValueError(f"ScalingConfig.tokens_per_param must be () or (low, high) with "
+                         f"0 < low < high, got {scfg.tokens_per_param}")
     tokens_per_step = scfg.batch_size * base_model.block_size
     runs = []
     for C in scfg.budgets:
-        for width in scfg.widths:
-            if width % scfg.head_dim:
-                raise ValueError(f"ScalingConfig.widths: width {width} is not a multiple of "
-                                 f"head_dim={scfg.head_dim}")
-            mcfg = dataclasses.replace(base_model, n_layer=scfg.n_layer, n_embd=width,
-                                       n_head=width // scfg.head_dim, dropout=0.0)
+        kept = [w for w in scfg.widths if not band or band[0] <= _tokens_per_param(
+            C, w, scfg, base_model) <= band[1]]
+        if len(kept) < 3:
+            raise ValueError(
+                f"ScalingConfig: budget {C:.3g} FLOPs keeps {len(kept)} of the widths "
+                f"{scfg.widths} inside tokens_per_param={band} (a minimum needs 3 sizes); "
+                f"add widths or widen the band")
+        for width in kept:
+            mcfg = _model_config(scfg, base_model, width)
             N = compute_params(GPT(mcfg))
             steps = int(round(C / (6 * N) / tokens_per_step))
             if steps < scfg.min_steps:
@@ -204,16 +212,129 @@ def plan_sweep(scfg, base_model) -> list[dict]:
     return runs
 
 
+def _model_config(scfg, base_model, width: int):
+    """The ladder's model of this width: ``base_model`` with the sweep's depth and heads."""
+    if width % scfg.head_dim:
+        raise ValueError(f"ScalingConfig.widths: width {width} is not a multiple of "
+                         f"head_dim={scfg.head_dim}")
+    return dataclasses.replace(base_model, n_layer=scfg.n_layer, n_embd=width,
+                               n_head=width // scfg.head_dim, dropout=0.0)
+
+
+def _tokens_per_param(C: float, width: int, scfg, base_model) -> float:
+    """D / N of the width-``width`` model at budget C (D = C / 6N), before rounding to steps."""
+    from .model import GPT
+
+    N = compute_params(GPT(_model_config(scfg, base_model, width)))
+    return C / (6 * N) / N
+
+
+def tokens_needed(runs: list[dict]) -> int:
+    """The tokens a single-epoch sweep needs: the longest run of a plan reads D of them as
+    inputs, and its last target is one token further (:func:`build_sweep_data` writes them)."""
+    return int(max(r["tokens"] for r in runs)) + 1
+
+
+def one_pass_batches(data, block_size: int, seed: int = 0):
+    """A ``batch_fn`` for :func:`llmlab.train.train` that reads ``data`` once, never twice.
+
+    Windows of ``block_size + 1`` tokens that do not overlap, in an order shuffled by ``seed``
+    (:func:`llmlab.packing.iter_batches`); each call takes the next ``batch_size`` of them. A
+    run that asks for more windows than ``data`` holds gets a ``ValueError`` instead of a
+    second epoch. Every run of a sweep with the same seed reads the same windows in the same
+    order, so a short run's data is the start of a long run's. Any other array (the validation
+    data, which ``train`` samples through the same function) gets random windows as usual.
+    """
+    import torch
+
+    from .packing import get_batch
+
+    n_windows = (len(data) - 1) // block_size
+    order = np.random.default_rng(seed).permutation(max(n_windows, 0))
+    arr = np.asarray(data)
+    state = {"next": 0}
+
+    def batch_fn(data_in, batch_size: int, generator):
+        if data_in is not data:           # train() estimates the validation loss through the
+            return get_batch(data_in, batch_size, block_size, generator)   # same batch_fn
+        k = state["next"]
+        if k + batch_size > n_windows:
+            raise ValueError(f"one_pass_batches: the run asks for windows {k}-{k + batch_size} of "
+                             f"{block_size} tokens but the data holds {n_windows} "
+                             f"({len(data):,} tokens); it would repeat data: write more tokens "
+                             f"(llmlab.scaling.build_sweep_data)")
+        state["next"] = k + batch_size
+        starts = order[k:k + batch_size] * block_size                               # (B,)
+        win = arr[starts[:, None] + np.arange(block_size + 1)[None, :]].astype(np.int64)  # (B, T+1)
+        win = torch.from_numpy(win)
+        return win[:, :-1], win[:, 1:]                                                # (B, T) each
+
+    return batch_fn
+
+
+def build_sweep_data(folder, world, tok, n_train_tokens: int, n_val_tokens: int, seed: int) -> dict:
+    """The recipe of the ``sweep_data`` artifact: fresh text for a single-epoch sweep.
+
+    Chinchilla's laws describe runs that see each token once, but the cleaned corpus of
+    notebook 01 is small (the sweep's longest runs would repeat it many times). The world can
+    write as much new text from the same knowledge base as a sweep reads
+    (:func:`llmlab.world.iter_pages`): ``train.bin`` gets pages from seed ``seed`` until it
+    holds ``n_train_tokens`` tokens, ``val.bin`` pages from seed ``seed + 1`` until it holds
+    ``n_val_tokens``, each page encoded with ``tok`` and followed by end-of-text (as notebook
+    01 packs). Returns token and page counts, bytes per token, the renderer's entropy per
+    byte of each split (the floor a fitted E is compared with) and the share of validation
+    pages whose text also occurs in the training split.
+    """
+    from pathlib import Path
+
+    from .artifacts import atomic_write_bytes
+    from .packing import TOKEN_DTYPE, pack_documents
+    from .world import iter_pages
+
+    info, texts = {}, {}
+    for split, n_tokens, split_seed in (("train", n_train_tokens, seed), ("val", n_val_tokens, seed + 1)):
+        pages, docs, total = [], [], 0
+        for page in iter_pages(world, split_seed):
+            if total >= n_tokens:
+                break
+            ids = tok.encode_ordinary(page.text)
+            pages.append(page)
+            docs.append(ids)
+            total += len(ids) + 1
+        arr = pack_documents(docs, tok.eot_id)
+        atomic_write_bytes(Path(folder) / f"{split}.bin",
+                           np.ascontiguousarray(arr, dtype=TOKEN_DTYPE).tobytes())
+        n_bytes = sum(len(pg.text.encode("utf-8")) + 1 for pg in pages)   # + 1: the separator
+        texts[split] = {pg.text for pg in pages}
+        if split == "val":
+            val_by_kind = {}
+            for pg in pages:
+                val_by_kind.setdefault(pg.kind, []).append(pg.text)
+        info[split] = {"pages": len(pages), "tokens": int(len(arr)), "bytes": n_bytes,
+                       "bytes_per_token": round(n_bytes / len(arr), 4),
+                       "entropy_bits_per_byte": round(sum(pg.bits for pg in pages) / n_bytes, 5),
+                       "kinds": dict(sorted(Counter(pg.kind for pg in pages).items()))}
+    info["val_pages_also_in_train"] = round(len(texts["val"] & texts["train"]) / len(texts["val"]), 4)
+    info["val_pages_also_in_train_by_kind"] = {
+        kind: round(sum(t in texts["train"] for t in ts) / len(ts), 4)
+        for kind, ts in sorted(val_by_kind.items())}
+    info["seed"] = seed
+    return info
+
+
 def run_sweep(scfg, base_model, base_train, train_data, val_data, device=None,
               progress: bool = True) -> list[dict]:
     """Train every run of :func:`plan_sweep` and record its final validation loss (section 2).
 
     Each run is notebook 02's ``GPT`` trained by notebook 02's ``train`` with a cosine schedule
     whose length equals the run (Hoffmann et al. 2022, Sec. 3.1: a schedule longer than the run
-    overstates the loss of short runs). The loss of a run is ``train``'s final validation
-    estimate over ``scfg.eval_batches`` batches, the same windows for every run (the estimate's
-    generator is seeded by the config's seed), so runs differ only by the model. Returns one row
-    per run (the plan's fields plus ``loss``, ``train_loss``, ``seconds``, ``epochs``).
+    overstates the loss of short runs), reading ``train_data`` once (:func:`one_pass_batches`:
+    no window twice; too little data is an error, not a second epoch). The loss of a run is
+    ``train``'s final validation estimate over ``scfg.eval_batches`` batches, the same windows
+    for every run (the estimate's generator is seeded by the config's seed), so runs differ only
+    by the model. Returns one row per run (the plan's fields plus ``loss``, ``train_loss``,
+    ``seconds``, ``epochs`` and ``curve``, the training loss along the run for Approach 1:
+    ``(tokens seen, mean loss of the batches around then)`` pairs).
     """
     import torch
 
@@ -254,17 +375,41 @@ def _run(runs, scfg, base_train, train_data, val_data, device, progress) -> list
             lr=scfg.lr, warmup_steps=max(1, int(scfg.warmup_frac * r["steps"])),
             eval_every=r["steps"], eval_batches=scfg.eval_batches, compile=False, seed=scfg.seed)
         t0 = time.perf_counter()
-        result = train(model, train_data, val_data, tcfg, device=device)
+        result = train(model, train_data, val_data, tcfg, device=device,
+                       batch_fn=one_pass_batches(train_data, mcfg.block_size, scfg.seed))
         seconds = time.perf_counter() - t0
         step, loss = result.val_losses[-1]
         assert step == r["steps"], (step, r["steps"])
+        tokens_per_step = scfg.batch_size * mcfg.block_size
         rows.append(r | {"loss": float(loss),
                          "train_loss": float(np.mean(result.train_losses[-10:])),
-                         "seconds": seconds, "epochs": r["tokens"] / len(train_data)})
+                         "seconds": seconds, "epochs": r["tokens"] / len(train_data),
+                         "curve": loss_curve(result.train_losses, tokens_per_step)})
         bar.update(r["flops_6nd"] / 1e12)
         bar.set_postfix(C=f"{r['budget']:.2g}", width=r["n_embd"], loss=f"{loss:.3f}")
     bar.close()
     return rows
+
+
+def loss_curve(step_losses, tokens_per_step: int, n_points: int = 40) -> list:
+    """A run's training-loss curve, smoothed and thinned for Approach 1.
+
+    ``step_losses``: the loss of each step's batch (``TrainResult.train_losses``). In a
+    single-epoch run every batch is text the model has not seen, so each is an unbiased but
+    noisy estimate of the loss on new text; the curve averages the steps in a window of a
+    tenth of the run before each of ``n_points`` log-spaced steps. Returns
+    ``[(tokens seen, loss), ...]``, the last point at the end of the run.
+
+    >>> loss_curve([4.0, 3.0, 2.0, 1.0], tokens_per_step=10, n_points=2)
+    [(10, 4.0), (40, 1.0)]
+    """
+    losses = np.asarray(step_losses, float)
+    n = losses.size
+    if n == 0:
+        return []
+    steps = np.unique(np.geomspace(1, n, min(n_points, n)).round().astype(int))
+    width = max(1, n // 10)
+    return [(int(k * tokens_per_step), float(losses[max(0, k - width):k].mean())) for k in steps]
 
 
 def build_sweep(folder, preset_name: str, scfg, base_model, train_data, val_data) -> dict:
@@ -323,6 +468,57 @@ def _columns(rows: list[dict]):
     D = np.array([r["tokens"] for r in rows], dtype=float)
     L = np.array([r["loss"] for r in rows], dtype=float)
     return C, N, D, L
+
+
+# =============================================================================================
+# 3a. Approach 1: the envelope of the training curves (Hoffmann et al. 2022, Sec. 3.1)
+# =============================================================================================
+
+
+@dataclass
+class EnvelopeFit:
+    """Approach 1's result: the lowest loss any run reached at each compute, and its size."""
+
+    flops: np.ndarray         # (g,) compute grid C
+    loss: np.ndarray          # (g,) the lowest loss of any training curve at C
+    n_params: np.ndarray      # (g,) N of the run that reached it
+    sizes: int                # distinct model sizes along the envelope
+    a: float                  # N_opt = k_n C^a through the envelope (NaN with fewer than 3 sizes)
+    k_n: float
+
+
+def fit_envelope(rows: list[dict], n_grid: int = 40) -> EnvelopeFit:
+    """Approach 1 (Hoffmann et al. 2022, Sec. 3.1): no new runs, only the training curves.
+
+    Every run's curve (``row["curve"]``: tokens seen, loss) is put on a compute axis,
+    C = 6 N x tokens seen. On a log-spaced grid from the smallest budget to the largest, the
+    envelope is the lowest loss any curve reaches at C (interpolated in log C), and the run
+    that reaches it gives N_opt(C); a power law N_opt = k_n C^a is fitted through those points.
+    Two caveats a reader should keep: a point in the middle of a cosine schedule lies above
+    what a run ending there would reach (the paper used four schedule lengths per size for
+    that reason), and with a handful of widths N_opt moves in steps, so ``a`` is reported
+    (not NaN) only when the envelope passes through at least 3 sizes.
+    """
+    C = np.array([r["budget"] for r in rows], float)
+    if any(not r.get("curve") for r in rows):
+        raise ValueError("fit_envelope needs each run's training curve (row['curve']); "
+                         "a sweep read from CSV has none: read sweep.json")
+    grid = np.geomspace(C.min(), C.max(), n_grid)
+    best = np.full(n_grid, np.inf)
+    best_n = np.full(n_grid, np.nan)
+    for r in rows:
+        tok, loss = np.array(r["curve"], float).T                   # (p,), (p,)
+        logc = np.log(6.0 * r["n_params"] * tok)
+        inside = (np.log(grid) >= logc[0]) & (np.log(grid) <= logc[-1])
+        here = np.interp(np.log(grid[inside]), logc, loss)
+        better = here < best[inside]
+        idx = np.flatnonzero(inside)[better]
+        best[idx] = here[better]
+        best_n[idx] = r["n_params"]
+    ok = np.isfinite(best_n)
+    sizes = int(np.unique(best_n[ok]).size)
+    a, k_n = (fit_power_law(grid[ok], best_n[ok]) if sizes >= 3 else (float("nan"), float("nan")))
+    return EnvelopeFit(grid, np.where(ok, best, np.nan), best_n, sizes, a, k_n)
 
 
 # =============================================================================================
@@ -599,6 +795,16 @@ def _grid_points(grid: dict) -> np.ndarray:
     return np.stack([m.ravel() for m in mesh], axis=1)                          # (G, 5)
 
 
+def with_known_entropy(bounds: list, E: float) -> list:
+    """``bounds`` (:func:`parametric_bounds`) with E held at a known value: for data whose
+    entropy is known, as the world's renderer knows its own (notebook 03). L-BFGS-B keeps a
+    variable whose bounds are equal fixed; the fit then reports E as "at bound", which here
+    means "given", not "not identified"."""
+    out = list(bounds)
+    out[2] = (math.log(E), math.log(E))
+    return out
+
+
 def parametric_bounds(L, e_floor_frac: float = 0.01, exponent_range=(0.05, 2.5),
                       log_coef_range=(-10.0, 60.0)) -> list[tuple[float, float]]:
     """Bounds on theta = (log A, log B, log E, alpha, beta) for :func:`fit_parametric`.
@@ -706,18 +912,18 @@ def identification(law: ScalingLaw, samples: np.ndarray | None = None, at_bound:
 
 def bootstrap_parametric(N, D, L, n_boot: int = 100, seed: int = 0, delta: float = 1e-3,
                          start: ScalingLaw | None = None, n_starts: int = 2,
-                         return_at_bound: bool = False):
+                         return_at_bound: bool = False, bounds=None):
     """Intervals for Approach 3: refit on runs resampled with replacement.
 
     Each resample starts L-BFGS from ``start`` (the full-data fit) and the ``n_starts`` best
-    grid points, within the full data's bounds. Returns (n_boot, 5) samples of
-    (E, A, B, alpha, beta), and with ``return_at_bound`` also each parameter's share of
-    resamples that ended on a bound (a dict).
+    grid points, within the full data's bounds (or ``bounds``, as :func:`fit_parametric` takes
+    them). Returns (n_boot, 5) samples of (E, A, B, alpha, beta), and with ``return_at_bound``
+    also each parameter's share of resamples that ended on a bound (a dict).
     """
     N, D, L = (np.asarray(v, float) for v in (N, D, L))
     rng = np.random.default_rng(seed)
     extra = [tuple(start.params())] if start is not None else []
-    bounds = parametric_bounds(L)
+    bounds = parametric_bounds(L) if bounds is None else bounds
     out, hits = [], {n: 0 for n in PARAM_NAMES}
     for _ in range(n_boot):
         idx = rng.integers(0, N.size, N.size)

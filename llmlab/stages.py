@@ -14,8 +14,9 @@ artifact    recipe                                  used by
 crawl       ``world.write_crawl``                   notebook 01 (the data pipeline)
 corpus      ``data.pipeline.build_corpus``          tokenizer, tokens; notebook 01
 tokenizer   ``tokenizer.build_tokenizer``           tokens, every model; notebooks 01-04
-tokens      ``packing.build_token_files``           pretraining, the sweep; notebooks 01-03
+tokens      ``packing.build_token_files``           pretraining; notebooks 01-02
 base_model  ``train.build_base_model``              SFT; notebooks 02 and 04
+sweep_data  ``scaling.build_sweep_data``            notebook 03
 sweep       ``scaling.build_sweep``                 notebook 03
 sft_data    ``sft.build_sft_data``                  SFT; notebook 04
 sft_model   ``sft.build_sft_model``                 notebook 04 (and later alignment stages)
@@ -247,14 +248,32 @@ def get_sweep(preset: Preset | str | None = None, root: Path | None = None) -> A
     from .config import TrainConfig
 
     p = _preset(preset)
-    tokens = get_tokens(p, root=root)
+    data = get_sweep_data(p, root=root)
     # the runs take their optimiser settings from TrainConfig's defaults (weight decay, clipping,
     # cosine floor) and everything else from ScalingConfig, so tuning the preset's pretraining
     # run (notebook 02) does not rerun the sweep
     return ensure("sweep", p.name, [p.scaling, p.model, TrainConfig()],
                   lambda tmp: scaling_mod.build_sweep(tmp, p.name, p.scaling, p.model,
-                                                      *_token_arrays(tokens)),
-                  deps=[tokens], code=code_of(scaling_mod.build_sweep), root=root)
+                                                      *_token_arrays(data)),
+                  deps=[data], code=code_of(scaling_mod.build_sweep), root=root)
+
+
+def get_sweep_data(preset: Preset | str | None = None, root: Path | None = None) -> Artifact:
+    """Notebook 03's fresh text (section 2): ``train.bin`` with as many tokens as the sweep's
+    longest run reads, so that no run sees a token twice, and ``val.bin``; new pages from the
+    world's knowledge base (:func:`llmlab.world.iter_pages`) encoded with notebook 01's
+    tokenizer by :func:`llmlab.scaling.build_sweep_data`. ``info`` has the counts, bytes per
+    token and the renderer's entropy per byte of each split."""
+    from . import scaling as scaling_mod
+
+    p = _preset(preset)
+    tok_art = get_tokenizer_artifact(p, root=root)
+    tok = _load_tokenizer(str(tok_art.file("tokenizer.json")), tok_art.hash)
+    n_train = scaling_mod.tokens_needed(scaling_mod.plan_sweep(p.scaling, p.model))
+    return ensure("sweep_data", p.name, [p.world, p.scaling, p.model],
+                  lambda tmp: scaling_mod.build_sweep_data(tmp, get_world(p), tok, n_train,
+                                                           p.scaling.val_tokens, p.scaling.data_seed),
+                  deps=[tok_art], code=code_of(scaling_mod.build_sweep_data), root=root)
 
 
 # --- notebook 04: the SFT model (llmlab.sft) ----------------------------------------------

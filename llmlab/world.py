@@ -770,6 +770,33 @@ def near_duplicate_lines(lines: list, rng: random.Random) -> list:
     return out
 
 
+def _popularity(entities: list, zipf_s: float) -> list:
+    """Zipf weights: the entity of rank r is written about in proportion to 1 / (r + 1)^s."""
+    return [1.0 / (e.rank + 1) ** zipf_s for e in entities]
+
+
+def _story_page(w: _Writer, by_kind: dict, pw: list, aw: list) -> tuple:
+    """A story: a hero and an animal drawn by popularity, an invention three times in ten."""
+    hero = w.rng.weighted(by_kind["person"], pw)
+    animal = w.rng.weighted(by_kind["animal"], aw)
+    inventions = by_kind["invention"]
+    inv = w.rng.choice(inventions) if inventions and w.rng.chance(0.3) else None
+    return story_lines(w, hero, animal, inv)
+
+
+def _thread_page(w: _Writer, weights: list):
+    """A forum thread about an entity drawn by popularity (None when it has nothing to ask)."""
+    e = w.rng.weighted(w.world.entities, weights)
+    return thread_lines(w, e)
+
+
+def _code_page(w: _Writer, by_kind: dict) -> tuple:
+    """A code snippet listing three to six entities of one kind."""
+    kind = w.rng.choice(["country", "animal", "invention", "person"])
+    items = w.rng.sample(by_kind[kind], min(len(by_kind[kind]), w.rng.randint(3, 6)))
+    return code_lines(w, kind, items)
+
+
 def build_world(cfg: WorldConfig) -> World:
     """The whole world: knowledge base, every page with its HTML, and their ground truth."""
     world = build_knowledge(cfg)
@@ -777,7 +804,7 @@ def build_world(cfg: WorldConfig) -> World:
     crng = ChoiceRng(cfg.seed + 2)               # main-text choices (counted, per page)
     by_kind = {k: [e for e in world.entities if e.kind == k]
                for k in ("country", "person", "animal", "invention")}
-    weights = [1.0 / (e.rank + 1) ** cfg.zipf_s for e in world.entities]
+    weights = _popularity(world.entities, cfg.zipf_s)
     pages: list = []
 
     def add(kind, title, lines, w: _Writer | None, site, path, bits):
@@ -795,21 +822,15 @@ def build_world(cfg: WorldConfig) -> World:
         title, lines = article_lines(w, e)
         add("article", title, lines, w, "wiki.example", f"wiki/{title.replace(' ', '_')}",
             crng.bits - b0)
-    people, animals, inventions = by_kind["person"], by_kind["animal"], by_kind["invention"]
-    pw = [1.0 / (e.rank + 1) ** cfg.zipf_s for e in people]
-    aw = [1.0 / (e.rank + 1) ** cfg.zipf_s for e in animals]
+    pw, aw = (_popularity(by_kind[k], cfg.zipf_s) for k in ("person", "animal"))
     for i in range(cfg.n_stories):
         w, b0 = writer()
-        hero = w.rng.weighted(people, pw)
-        animal = w.rng.weighted(animals, aw)
-        inv = w.rng.choice(inventions) if inventions and w.rng.chance(0.3) else None
-        title, lines = story_lines(w, hero, animal, inv)
+        title, lines = _story_page(w, by_kind, pw, aw)
         add("story", title, lines, w, "tales.example", f"story/{i}", crng.bits - b0)
     made = 0
     while made < cfg.n_threads:
         w, b0 = writer()
-        e = w.rng.weighted(world.entities, weights)
-        out = thread_lines(w, e)
+        out = _thread_page(w, weights)
         if out is None:
             continue
         title, lines = out
@@ -817,9 +838,7 @@ def build_world(cfg: WorldConfig) -> World:
         made += 1
     for i in range(cfg.n_code):
         w, b0 = writer()
-        kind = w.rng.choice(["country", "animal", "invention", "person"])
-        items = w.rng.sample(by_kind[kind], min(len(by_kind[kind]), w.rng.randint(3, 6)))
-        title, lines = code_lines(w, kind, items)
+        title, lines = _code_page(w, by_kind)
         add("code", title, lines, w, "snippets.example", f"s/{i}", crng.bits - b0)
     for i in range(cfg.n_spam):
         kind = BAD_KINDS[i % len(BAD_KINDS)]
@@ -858,6 +877,62 @@ def build_world(cfg: WorldConfig) -> World:
     rng.shuffle(pages)
     world.pages = pages
     return world
+
+
+def write_pages(world: World, n_pages: int, seed: int) -> list:
+    """``n_pages`` new pages from the same knowledge base: the first ``n_pages`` of
+    :func:`iter_pages` (notebook 03's unrepeated tokens)."""
+    if n_pages < 0:
+        raise ValueError(f"write_pages: n_pages must be >= 0, got {n_pages}")
+    pages = iter_pages(world, seed)
+    return [next(pages) for _ in range(n_pages)]
+
+
+def iter_pages(world: World, seed: int):
+    """New pages from the same knowledge base, without end (notebook 03's unrepeated tokens).
+
+    The world's crawl is one finite sample of what its renderer can write; this draws more:
+    articles, stories, forum threads and code in the shares of the crawl's good original
+    pages, each written with fresh renderer choices (``seed``) and its entropy counted as in
+    :func:`build_world` (``Page.bits``). The kind of each page and the entity of each article
+    follow a fixed schedule (no choice, so no bits). Held-out facts stay unwritten. Pages are
+    text only (no HTML): they are what the pipeline would keep. Different seeds give different
+    pages, though a short low-entropy page (a one-line thread) can come out word for word the
+    same twice, as boilerplate does on the web.
+    """
+    originals = [p for p in world.pages if p.quality == "good" and not p.copy_type]
+    counts = Counter(p.kind for p in originals)
+    if not counts:
+        raise ValueError("iter_pages: the world has no good pages to take kind shares from")
+    kinds = sorted(counts)
+    by_kind = {k: [e for e in world.entities if e.kind == k]
+               for k in ("country", "person", "animal", "invention")}
+    pw, aw = (_popularity(by_kind[k], world.config.zipf_s) for k in ("person", "animal"))
+    weights = _popularity(world.entities, world.config.zipf_s)
+    crng = ChoiceRng(seed)
+    made = Counter()
+    i = 0
+    while True:
+        # page i gets the kind furthest behind its share (a fixed interleaving, no choice)
+        kind = max(kinds, key=lambda k: counts[k] * (i + 1) / len(originals) - made[k])
+        while True:
+            w, b0 = _Writer(world, crng), crng.bits
+            if kind == "article":
+                out = article_lines(w, world.entities[made[kind] % len(world.entities)])
+            elif kind == "story":
+                out = _story_page(w, by_kind, pw, aw)
+            elif kind == "forum":
+                out = _thread_page(w, weights)
+            else:
+                out = _code_page(w, by_kind)
+            if out is not None:
+                break
+        made[kind] += 1
+        title, lines = out
+        yield Page(url=f"http://fresh{seed}.example/{kind}/{i}", kind=kind, quality="good",
+                   cluster=i, title=title, lines=lines, fact_ids=list(w.fact_ids),
+                   bits=crng.bits - b0)
+        i += 1
 
 
 # --------------------------------------------------------------------------------------------

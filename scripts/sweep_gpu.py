@@ -4,7 +4,8 @@
     python scripts/sweep_gpu.py --preset cpu --out /tmp/sweep_cpu.csv   # same code, any preset
 
 The sweep is ``llmlab.scaling.run_sweep`` with the preset's ``ScalingConfig`` (the same function
-the notebook's ``stages.get_sweep`` calls), on the preset's token files (built through the cache
+the notebook's ``stages.get_sweep`` calls), on the preset's fresh sweep text
+(``stages.get_sweep_data``: every run reads each token at most once; built through the cache
 if missing). The CSV starts with ``#`` lines that say what made it: preset, device, torch
 version, date and wall time; notebook 03 overlays it when present. Only this script writes it.
 """
@@ -36,9 +37,9 @@ def main(argv=None) -> int:
 
     p = get_preset(args.preset)
     env = describe()
-    tokens = stages.get_tokens(p)
-    train = load_tokens(tokens.file("train.bin"))
-    val = load_tokens(tokens.file("val.bin"))
+    data = stages.get_sweep_data(p)
+    train = load_tokens(data.file("train.bin"))
+    val = load_tokens(data.file("val.bin"))
     for r in scaling.plan_sweep(p.scaling, p.model):
         print(f"plan: C={r['budget']:.1e} width={r['n_embd']} N={r['n_params']:,} steps={r['steps']} "
               f"epochs={r['tokens'] / len(train):.2f}", flush=True)

@@ -174,6 +174,22 @@ def test_parametric_fit_without_a_floor_reports_e_unidentified():
     assert law2.E > 0
 
 
+def test_a_known_entropy_pins_e_and_the_fit_recovers_the_rest():
+    """With E held at its true value (what the world's renderer knows), a narrow sweep whose
+    free fit cannot place E still recovers the exponents; a wrong E moves them."""
+    rows = synthetic_sweep(budgets=np.logspace(17, 18, 4), n_sizes=5, noise=0.002)
+    N, D, L = (np.array([r[k] for r in rows]) for k in ("n_params", "tokens", "loss"))
+    bounds = scaling.with_known_entropy(scaling.parametric_bounds(L), TRUE.E)
+    law, _ = scaling.fit_parametric(N, D, L, bounds=bounds)
+    assert law.E == pytest.approx(TRUE.E, rel=1e-9) and "E" in law.at_bound
+    assert law.a == pytest.approx(TRUE.a, abs=0.05)
+    samples = scaling.bootstrap_parametric(N, D, L, n_boot=5, start=law, n_starts=1, bounds=bounds)
+    assert np.allclose(samples[:, 0], TRUE.E)
+    wrong, _ = scaling.fit_parametric(N, D, L, bounds=scaling.with_known_entropy(
+        scaling.parametric_bounds(L), 0.5 * TRUE.E))
+    assert abs(wrong.a - TRUE.a) > abs(law.a - TRUE.a)
+
+
 def test_parametric_fit_rejects_bad_input():
     with pytest.raises(ValueError, match="must all be positive"):
         scaling.fit_parametric([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 0, 5])
@@ -209,15 +225,17 @@ def test_parabola_and_power_law_hand_worked():
 def test_plan_sweep_budget_arithmetic_and_errors():
     p = get_preset("cpu")
     runs = scaling.plan_sweep(p.scaling, p.model)
-    assert len(runs) == len(p.scaling.budgets) * len(p.scaling.widths)
-    assert len(p.scaling.budgets) >= 3 and len(p.scaling.widths) >= 5
+    assert len(p.scaling.budgets) >= 4 and len(p.scaling.widths) >= 5   # the issue: 4+ budgets
+    for C in p.scaling.budgets:
+        assert len([r for r in runs if r["budget"] == C]) >= 3
+    assert len(runs) == len({(r["budget"], r["n_embd"]) for r in runs})
     tok_per_step = p.scaling.batch_size * p.model.block_size
     for r in runs:
         assert r["tokens"] == r["steps"] * tok_per_step
         # rounding the step count moves the spent compute by at most half a step
         assert abs(r["flops_6nd"] - r["budget"]) <= 6 * r["n_params"] * tok_per_step / 2 + 1
         assert r["steps"] >= p.scaling.min_steps
-    bad = dataclasses.replace(p.scaling, budgets=(1e9,))
+    bad = dataclasses.replace(p.scaling, budgets=(1e9,), tokens_per_param=())
     with pytest.raises(ValueError, match="only .* steps"):
         scaling.plan_sweep(bad, p.model)
     with pytest.raises(ValueError, match="not a multiple of head_dim"):
@@ -244,18 +262,109 @@ def test_tiny_sweep_trains_and_more_compute_helps():
     # a random sparse Markov chain: each token has 3 likely successors
     nxt = rng.integers(0, V, size=(V, 3))
     seq = [0]
-    for _ in range(30000):
+    for _ in range(60000):
         seq.append(int(nxt[seq[-1], rng.integers(0, 3)]))
     data = np.array(seq, dtype=np.uint16)
     base = ModelConfig(vocab_size=V, block_size=16, n_layer=1, n_head=1, n_embd=16)
-    scfg = ScalingConfig(budgets=(1e8, 3e8), widths=(8, 16, 24), n_layer=1, head_dim=8,
+    scfg = ScalingConfig(budgets=(1e8, 3e8), widths=(8, 16, 24), tokens_per_param=(), n_layer=1, head_dim=8,
                          batch_size=8, lr=1e-2, min_steps=10, eval_batches=4)
-    rows = scaling.run_sweep(scfg, base, TrainConfig(), data[:25000], data[25000:], device="cpu",
-                             progress=False)
+    need = scaling.tokens_needed(scaling.plan_sweep(scfg, base))
+    rows = scaling.run_sweep(scfg, base, TrainConfig(), data[:need], data[-5000:],
+                             device="cpu", progress=False)
     assert len(rows) == 6
+    assert max(r["epochs"] for r in rows) <= 1.0
+    for r in rows:                        # the curve ends where the run ends
+        assert r["curve"][-1][0] == r["tokens"] and len(r["curve"]) >= 5
+    with pytest.raises(ValueError, match="would repeat data"):
+        scaling.run_sweep(scfg, base, TrainConfig(), data[:need // 2], data[-5000:],
+                          device="cpu", progress=False)
     assert all(r["loss"] < math.log(V) - 0.5 for r in rows)
     best = {C: min(r["loss"] for r in rows if r["budget"] == C) for C in scfg.budgets}
     assert best[3e8] < best[1e8]
+
+
+def test_one_pass_batches_read_every_window_once_then_refuse():
+    data = np.arange(1000, dtype=np.uint16)
+    fn = scaling.one_pass_batches(data, block_size=9, seed=3)
+    starts = []
+    for _ in range(111 // 4):                                  # (1000 - 1) // 9 = 111 windows
+        x, y = fn(data, 4, None)
+        assert x.shape == y.shape == (4, 9)
+        assert torch.equal(y[:, :-1], x[:, 1:])                 # y is x shifted by one
+        starts += x[:, 0].tolist()
+    assert len(set(starts)) == len(starts) == 108 and all(s % 9 == 0 for s in starts)
+    with pytest.raises(ValueError, match="would repeat data"):
+        fn(data, 4, None)
+    again = scaling.one_pass_batches(data, block_size=9, seed=3)   # same seed, same order
+    assert again(data, 4, None)[0][:, 0].tolist() == starts[:4]
+    val = np.arange(5000, 5100, dtype=np.uint16)                     # another array: random windows
+    x, _ = again(val, 3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 9) and int(x.min()) >= 5000
+    assert again(data, 4, None)[0][:, 0].tolist() == starts[4:8]     # and the pass goes on
+
+
+def test_plan_sweep_keeps_the_widths_inside_the_tokens_per_param_band():
+    p = get_preset("cpu")
+    scfg = dataclasses.replace(p.scaling, budgets=(5e10, 2e11), widths=(8, 16, 24, 32, 48, 64),
+                               tokens_per_param=(3.0, 150.0))
+    runs = scaling.plan_sweep(scfg, p.model)
+    assert all(3.0 * 0.95 <= r["tokens_per_param"] <= 150.0 * 1.05 for r in runs)
+    for C in scfg.budgets:
+        dropped = set(scfg.widths) - {r["n_embd"] for r in runs if r["budget"] == C}
+        full = {r["n_embd"]: r for r in scaling.plan_sweep(
+            dataclasses.replace(scfg, tokens_per_param=()), p.model) if r["budget"] == C}
+        for w in dropped:                                     # dropped only for being outside
+            assert not 3.0 * 1.05 <= full[w]["tokens_per_param"] <= 150.0 * 0.95
+    with pytest.raises(ValueError, match="keeps .* of the widths"):
+        scaling.plan_sweep(dataclasses.replace(scfg, tokens_per_param=(20.0, 21.0)), p.model)
+    with pytest.raises(ValueError, match="low < high"):
+        scaling.plan_sweep(dataclasses.replace(scfg, tokens_per_param=(5.0, 1.0)), p.model)
+
+
+def test_envelope_recovers_the_optimal_size_of_a_known_law():
+    """Approach 1 on training curves drawn from a known L(N, D): the envelope's N_opt grows as
+    C^a with the law's a = beta / (alpha + beta) (up to the ladder's steps)."""
+    law = ScalingLaw(E=1.0, A=400.0, B=400.0, alpha=0.5, beta=0.5)
+    sizes = np.geomspace(3e4, 3e7, 19)         # N_opt = D_opt = sqrt(C / 6): 4e5 to 4e6
+    rows = []
+    for C in (1e12, 1e13, 1e14):
+        for N in sizes:
+            D = C / (6 * N)
+            tok = np.geomspace(D / 100, D, 30)
+            rows.append({"budget": C, "n_params": N, "tokens": D,
+                         "curve": [(t, float(law.loss(N, t))) for t in tok]})
+    env = scaling.fit_envelope(rows)
+    assert env.sizes >= 3 and env.a == pytest.approx(law.a, abs=0.08)
+    Cs = env.flops[np.isfinite(env.loss)]
+    assert np.all(np.diff(env.loss[np.isfinite(env.loss)]) <= 1e-12)    # more compute, lower loss
+    assert Cs.min() == pytest.approx(1e12) and Cs.max() == pytest.approx(1e14)
+    few = [r for r in rows if r["n_params"] in sizes[[0, -1]]]
+    assert math.isnan(scaling.fit_envelope(few).a)                     # 2 sizes: no exponent
+    with pytest.raises(ValueError, match="training curve"):
+        scaling.fit_envelope([dict(r, curve=[]) for r in rows])
+
+
+def test_sweep_data_is_fresh_text_of_the_world(tmp_path):
+    """build_sweep_data writes at least the tokens asked for, from pages the crawl does not
+    hold, with the renderer's entropy per byte of each split."""
+    from llmlab import stages
+    from llmlab.packing import load_tokens
+
+    tok = stages.get_tokenizer("smoke", root=tmp_path / "cache")
+    world = stages.get_world("smoke")
+    info = scaling.build_sweep_data(tmp_path, world, tok, 5000, 800, seed=7)
+    train, val = load_tokens(tmp_path / "train.bin"), load_tokens(tmp_path / "val.bin")
+    assert len(train) == info["train"]["tokens"] >= 5000 and len(val) == info["val"]["tokens"] >= 800
+    assert (train == tok.eot_id).sum() == info["train"]["pages"]
+    from llmlab.world import write_pages
+
+    ends = np.flatnonzero(np.asarray(train) == tok.eot_id)
+    docs = np.split(np.asarray(train), ends + 1)
+    fresh = write_pages(world, 3, seed=7)
+    assert [tok.decode([int(t) for t in d[:-1]]) for d in docs[:3]] == [p.text for p in fresh]
+    for split in ("train", "val"):
+        assert 0.0 < info[split]["entropy_bits_per_byte"] < 1.0
+    assert 0.0 <= info["val_pages_also_in_train"] < 0.5
 
 
 # --- 5. the calculator widget -----------------------------------------------------------------

@@ -176,3 +176,35 @@ def test_unshown_choice_keeps_the_stream_and_counts_no_bits():
     assert a.choice("abcdefg") == b.unshown_choice("abcdefg")
     assert a.bits == pytest.approx(math.log2(7)) and b.bits == 0.0
     assert [a.choice(range(100)) for _ in range(5)] == [b.choice(range(100)) for _ in range(5)]
+
+
+def test_fresh_pages_share_the_knowledge_not_the_text(world):
+    """iter_pages writes new pages from the same knowledge base: the good kinds in the crawl's
+    shares, every stated fact true and not held out, no unknown entity, entropy counted as the
+    crawl counts it, the same pages for the same seed and different pages for another."""
+    from collections import Counter
+
+    from llmlab.world import iter_pages, write_pages
+
+    n = 400
+    pages = write_pages(world, n, seed=5)
+    originals = [p for p in world.pages if p.quality == "good" and not p.copy_type]
+    want = Counter(p.kind for p in originals)
+    got = Counter(p.kind for p in pages)
+    for kind, k in want.items():          # a fixed interleaving: within one page of its quota
+        assert abs(got[kind] - n * k / len(originals)) <= 1, (kind, got, want)
+    assert set(got) == set(want)
+    facts = {f.id: f for f in world.facts}
+    text = "\n".join(p.text for p in pages)
+    for p in pages:
+        for fid in p.fact_ids:
+            assert not facts[fid].heldout and facts[fid].object in p.text
+    assert not any(e.name in text for e in world.unknown)
+    bits = sum(p.bits for p in pages) / sum(len(p.text.encode()) + 1 for p in pages)
+    assert 0.5 * world.entropy_bits_per_byte() < bits < 2 * world.entropy_bits_per_byte()
+    assert [p.text for p in write_pages(world, 50, seed=5)] == [p.text for p in pages[:50]]
+    other = {p.text for p in write_pages(world, n, seed=6)}
+    assert len(other & {p.text for p in pages}) < n // 4
+    assert [p.text for p in write_pages(world, 3, seed=5)] == [p.text for p, _ in zip(iter_pages(world, 5), range(3))]
+    with pytest.raises(ValueError, match="n_pages"):
+        write_pages(world, -1, seed=5)
