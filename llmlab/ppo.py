@@ -150,6 +150,23 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
+def whiten_across(x: torch.Tensor, mask: torch.Tensor, d, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`whiten` over the reply tokens of every process's shard of the rollout (under
+    ``torchrun``; ``d`` is :class:`llmlab.train.Dist`): the mean and variance are those of the
+    whole batch, as one process would compute them, from all-reduced sums. One process: whiten."""
+    if not d.enabled:
+        return whiten(x, mask, eps)
+    import torch.distributed as dist
+
+    sums = torch.stack([(x * mask).sum(), mask.sum()]).double()                  # (2,)
+    dist.all_reduce(sums)
+    mean = (sums[0] / sums[1].clamp(min=1)).to(x.dtype)
+    sq = ((x - mean) ** 2 * mask).sum().double()
+    dist.all_reduce(sq)
+    var = (sq / sums[1].clamp(min=1)).to(x.dtype)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
 def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                   mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, dict]:
     """The clipped surrogate objective (Schulman et al. 2017, Eq. 7), as a loss to minimise:
@@ -628,13 +645,23 @@ def ppo_loss_fn(c) -> Callable:
 
 def ppo_iteration(ac: ActorCritic, ref: GPT, rm: ScalarModel, tok, items: list[dict], values: dict,
                   c, beta: float, optimizer, scaler, precision, device, template: str = "chatml",
-                  generator: torch.Generator | None = None) -> tuple[Rollout, dict]:
+                  generator: torch.Generator | None = None, d=None,
+                  run_model: nn.Module | None = None) -> tuple[Rollout, dict]:
     """One PPO iteration (notebook 06, section 2): the seed's cycle, step by step.
 
     Returns the rollout and the iteration's metrics: mean proxy and gold reward, KL to the
     reference per reply, reply length, and the update's losses.
+
+    Under ``torchrun`` (``d``, a :class:`llmlab.train.Dist`, with ``world_size`` > 1) ``items``
+    is this process's shard of the rollout and ``run_model`` the ``DistributedDataParallel``
+    wrapper of ``ac``: each process samples and scores its shard, advantages are whitened over
+    the whole batch, each optimiser step takes ``c.minibatch_size / world_size`` episodes per
+    process with gradients averaged across processes, and the metrics are whole-batch means.
     """
-    from .train import train_step
+    from .train import Dist, train_step
+
+    d = d or Dist()
+    run_model = run_model or ac
 
     # 1) generate: one reply per prompt, sampled at temperature 1 with the KV cache
     ro = rollout(ac.policy, tok, items, template, c.max_new_tokens, generator)
@@ -652,23 +679,24 @@ def ppo_iteration(ac: ActorCritic, ref: GPT, rm: ScalarModel, tok, items: list[d
         # 4) advantages: GAE, then whitening over the batch's reply tokens
         adv, returns = gae(rewards, ro.values * ro.mask, ro.mask, c.gamma, c.lam)
         if c.whiten:
-            adv = whiten(adv, ro.mask)
+            adv = whiten_across(adv, ro.mask, d)
     # 5) update: a few epochs of shuffled minibatches, each one optimiser step of the shared loop
     data = {"idx": ro.idx, "mask": ro.mask, "logprobs": ro.logprobs, "values": ro.values,
             "advantages": adv, "returns": returns}
     loss_fn = ppo_loss_fn(c)
     B = ro.idx.size(0)
+    minibatch = c.minibatch_size // d.world_size                               # per process
     stats: dict = {}
     n_steps = 0
     for _ in range(c.epochs):
         order = torch.randperm(B, generator=generator, device=generator.device if generator else "cpu")
-        for s in range(0, B, c.minibatch_size):
-            sel = order[s:s + c.minibatch_size].to(ro.idx.device)
+        for s in range(0, B, minibatch):
+            sel = order[s:s + minibatch].to(ro.idx.device)
             mb = {k: v[sel] for k, v in data.items()}
             T = int(mb["mask"].sum(0).nonzero().max()) + 2                     # crop right padding
             mb = {k: v[:, :T] if k == "idx" else v[:, :T - 1] for k, v in mb.items()}
-            loss, m = train_step(ac, optimizer, scaler, [mb], loss_fn, c.grad_clip, precision,
-                                 device, n_steps)
+            loss, m = train_step(run_model, optimizer, scaler, [mb], loss_fn, c.grad_clip,
+                                 precision, device, n_steps, ddp=d.enabled)
             for k, v in {"loss": loss, **m}.items():
                 stats[k] = stats.get(k, 0.0) + v
             n_steps += 1
@@ -679,6 +707,13 @@ def ppo_iteration(ac: ActorCritic, ref: GPT, rm: ScalarModel, tok, items: list[d
                "length": ro.lengths.float().mean().item(),
                "stopped": ro.stopped.float().mean().item(),
                **{k: v / max(n_steps, 1) for k, v in stats.items()}}
+    if d.enabled:                  # equal shards: the mean of the processes' means is the batch's
+        import torch.distributed as dist
+
+        keys = sorted(k for k in metrics if k != "beta")
+        t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        metrics.update({k: float(v) / d.world_size for k, v in zip(keys, t.tolist())})
     return ro, metrics
 
 
@@ -693,12 +728,26 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     and every ``c.track_every`` iterations the ``track_items`` get ``c.track_samples`` sampled
     replies each (the slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
     Returns ``{"history", "evals", "track", "seconds"}``.
+
+    Under ``torchrun`` (the path pretraining takes: ``init_distributed``, gloo on CPU, nccl on
+    CUDA) each process samples and scores an equal shard of every rollout and the update is
+    data-parallel (:func:`ppo_iteration`); ``history`` holds whole-batch means on every process,
+    and only rank 0 evaluates, follows prompts and calls ``callback``.
     """
     from .device import choose_precision, grad_scaler
-    from .train import configure_optimizer, fine_tune_config
+    from .train import configure_optimizer, fine_tune_config, init_distributed
     from .config import TrainConfig
 
-    device = device or next(policy.parameters()).device
+    device = torch.device(device) if device is not None else next(policy.parameters()).device
+    d = init_distributed(device)
+    if d.enabled:
+        if device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
+            torch.cuda.set_device(device)
+        if c.batch_size % d.world_size or c.minibatch_size % d.world_size:
+            raise ValueError(f"PPO under torchrun: batch_size={c.batch_size} and minibatch_size="
+                             f"{c.minibatch_size} must both be multiples of the {d.world_size} "
+                             f"processes (each takes an equal shard)")
     value = value_model_from(rm)
     ac = ActorCritic(policy, value).to(device)
     ref.to(device).eval()
@@ -711,18 +760,26 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     optimizer = configure_optimizer(ac, opt_cfg)
     scaler = grad_scaler(device, precision)
     ctl = kl_controller(c)
-    gen = torch.Generator(device=device).manual_seed(c.seed)
+    # every process draws the same prompts (rng) and keeps its shard; each samples its own stream
+    gen = torch.Generator(device=device).manual_seed(c.seed + d.rank)
     rng = random.Random(c.seed)
+    run_model = ac
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run_model = DDP(ac, device_ids=[device.index] if device.type == "cuda" else None)
     history, evals, track = [], [], []
 
     def measure(it):
+        if not d.master:           # the weights are the same on every process: rank 0 measures
+            return
         e = evaluate_policy(policy, ref, rm, tok, eval_items, values, template, c.max_new_tokens,
                             seed=c.seed + 1, no_stop_penalty=c.no_stop_penalty, keep_replies=False)
         evals.append({"iteration": it, **e})
 
     def follow(it):
         rows = [t for t in track_items for _ in range(c.track_samples)]
-        if not rows:
+        if not rows or not d.master:
             return
         e = evaluate_policy(policy, ref, rm, tok, rows, values, template, c.max_new_tokens,
                             seed=c.seed + 2, no_stop_penalty=c.no_stop_penalty)
@@ -733,14 +790,14 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     t0 = time.perf_counter()
     measure(0)
     follow(0)
-    bar = tqdm(total=c.iterations, desc="PPO", unit="iter", disable=not progress)
+    bar = tqdm(total=c.iterations, desc="PPO", unit="iter", disable=not progress or not d.master)
     for it in range(1, c.iterations + 1):
         batch = [train_items[rng.randrange(len(train_items))] for _ in range(c.batch_size)]
         ac.train()
         t_it = time.perf_counter()
-        _, m = ppo_iteration(ac, ref, rm, tok, batch, values, c, ctl.beta, optimizer, scaler,
-                             precision, device, template, gen)
-        ctl.update(m["kl"], c.batch_size)
+        _, m = ppo_iteration(ac, ref, rm, tok, batch[d.rank::d.world_size], values, c, ctl.beta,
+                             optimizer, scaler, precision, device, template, gen, d, run_model)
+        ctl.update(m["kl"], c.batch_size)       # the whole batch's KL: beta stays the same everywhere
         history.append({"iteration": it, **m, "seconds": time.perf_counter() - t_it})
         if it % c.eval_every == 0 or it == c.iterations:
             measure(it)
@@ -748,7 +805,7 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
             follow(it)
         bar.update(1)
         bar.set_postfix(proxy=f"{m['proxy']:.2f}", gold=f"{m['gold']:.2f}", kl=f"{m['kl']:.2f}")
-        if callback is not None:
+        if callback is not None and d.master:
             callback(it, history[-1])
     bar.close()
     policy.eval()

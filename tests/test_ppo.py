@@ -2,7 +2,13 @@
 the KV-cache rollout against a full forward pass, the KL controllers' direction, and a tiny PPO
 run on a toy reward that must raise it."""
 import dataclasses
+import json
 import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +262,58 @@ def test_best_of_n_proxy_never_falls_with_n():
     proxies = [r["proxy"] for r in rows]
     assert proxies == sorted(proxies)
     assert [r["kl"] for r in rows] == pytest.approx([ppo.best_of_n_kl(n) for n in (1, 2, 4, 8)])
+
+
+# --------------------------------------------------------------------------------------------
+# PPO on two processes (torchrun, gloo): the path pretraining takes to several GPUs
+# --------------------------------------------------------------------------------------------
+
+
+def ddp_ppo_config():
+    """The tiny run tests/ddp_ppo.py trains on 2 processes (and test_ppo_config_must_split)."""
+    return dataclasses.replace(ppo_config("smoke"), iterations=3, batch_size=8, minibatch_size=4,
+                               epochs=2, lr=1e-2, max_new_tokens=6, eval_every=3, n_track=0)
+
+
+def test_ppo_on_two_processes_shards_the_rollout_and_stays_in_step(tmp_path):
+    """Two gloo processes under torchrun: each samples half of every rollout, the update is
+    data-parallel, so the weights end the same on both (and moved), the metrics are the same
+    whole-batch means on both, and only rank 0 evaluates."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    here = Path(__file__).resolve().parent
+    out = tmp_path / "ppo"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(here.parent))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={port}", str(here / "ddp_ppo.py"), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"ppo.{r}.json").read_text()) for r in (0, 1))
+    assert r0["world_size"] == r1["world_size"] == 2
+    assert r0["weights"] == r1["weights"] and r0["after"] == r1["after"]      # in step
+    assert r0["after"] != r0["before"]                                        # and trained
+    assert len(r0["history"]) == ddp_ppo_config().iterations
+    for h0, h1 in zip(r0["history"], r1["history"]):
+        for k in ("proxy", "gold", "kl", "length", "loss", "beta"):
+            assert h0[k] == pytest.approx(h1[k], abs=1e-9), k
+    assert r0["evals"] == 2 and r1["evals"] == 0          # start and end, on rank 0 only
+
+
+def test_ppo_under_torchrun_needs_equal_shards(monkeypatch):
+    """A batch that does not split evenly over the processes is refused before any work."""
+    from llmlab import train as train_mod
+
+    monkeypatch.setattr(train_mod, "init_distributed",
+                        lambda device: train_mod.Dist(rank=0, world_size=3))
+    c = ddp_ppo_config()
+    with pytest.raises(ValueError, match="multiples of the 3 processes"):
+        ppo.train_ppo(GPT(TINY), GPT(TINY), ScalarModel(GPT(TINY)), BYTES, [decline("hi")], [], [],
+                      {}, c, device="cpu", progress=False)
+
+
+def test_whiten_across_one_process_is_whiten():
+    from llmlab.train import Dist
+
+    x, m = torch.randn(3, 5), (torch.rand(3, 5) > 0.3).float()
+    assert torch.equal(ppo.whiten_across(x, m, Dist()), ppo.whiten(x, m))
