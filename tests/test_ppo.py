@@ -317,3 +317,41 @@ def test_whiten_across_one_process_is_whiten():
 
     x, m = torch.randn(3, 5), (torch.rand(3, 5) > 0.3).float()
     assert torch.equal(ppo.whiten_across(x, m, Dist()), ppo.whiten(x, m))
+
+
+def test_ppo_command_runs_on_two_processes_and_on_one(tmp_path, capsys):
+    """``torchrun -m llmlab ppo``: the prerequisites are built once (the cache's lock, before
+    the processes join), then PPO runs sharded; ``python -m llmlab ppo`` runs it on one."""
+    from llmlab.__main__ import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(here.parent))
+    out2 = tmp_path / "two.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "llmlab", "ppo",
+           "--preset", "smoke", "--device", "cpu", "--out", str(out2)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(out2.read_text())
+    c = ppo_config("smoke")
+    assert two["world_size"] == 2 and len(two["history"]) == c.iterations
+    assert [e["iteration"] for e in two["evals"]] == [0, c.iterations]
+    out1 = tmp_path / "one.json"           # the same cache (LLMLAB_CACHE), now on one process
+    assert main(["ppo", "--preset", "smoke", "--device", "cpu", "--iterations", "1",
+                 "--out", str(out1)]) == 0
+    one = json.loads(out1.read_text())
+    assert one["world_size"] == 1 and len(one["history"]) == 1
+    assert "held-out gold" in capsys.readouterr().out
+
+
+def test_ppo_command_user_errors_are_one_line(capsys):
+    from llmlab.__main__ import main
+
+    assert main(["ppo", "--preset", "smoke", "--variant", "nonsense"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("llmlab ppo: error:") and "nonsense" in err and "\n" not in err
+    assert main(["ppo", "--preset", "smoke", "--iterations", "0"]) == 2
+    assert "--iterations must be at least 1" in capsys.readouterr().err

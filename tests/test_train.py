@@ -223,7 +223,7 @@ def test_command_line_user_error_is_one_line_exit_2(capsys):
     assert main(["train", "--preset", "smoke", "--train-bin", "/nonexistent/train.bin"]) == 2
     assert "no token file at /nonexistent/train.bin" in capsys.readouterr().err
     assert main(["fly"]) == 2
-    assert "expected a command (train)" in capsys.readouterr().err
+    assert "expected a command (train, ppo)" in capsys.readouterr().err
 
 
 def test_simple_loop_is_the_oracle_of_the_full_loop():
