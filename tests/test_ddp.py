@@ -2,28 +2,15 @@
 losses as one process with the same global batch."""
 import dataclasses
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from launch import torchrun2
 
 from llmlab.config import get_preset
 from llmlab.device import seed_everything
 from llmlab.model import GPT
 from llmlab.train import train
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_processes_match_one(tmp_path):
     p = get_preset("smoke")
@@ -32,15 +19,10 @@ def test_two_processes_match_one(tmp_path):
     tokens = words[rng.integers(0, 16, size=4000)].reshape(-1).astype(np.uint16)
     tokens.tofile(tmp_path / "train.bin")
     steps = 4
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LLMLAB_PRESET="smoke")
     out = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "llmlab", "train", "--preset", "smoke", "--device", "cpu",
-           "--train-bin", str(tmp_path / "train.bin"), "--max-steps", str(steps),
-           "--batch-size", "4", "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun2("-m", "llmlab", "train", "--preset", "smoke", "--device", "cpu",
+              "--train-bin", str(tmp_path / "train.bin"), "--max-steps", str(steps),
+              "--batch-size", "4", "--out", str(out), timeout=240, LLMLAB_PRESET="smoke")
     ddp = json.loads(out.read_text())
     assert ddp["world_size"] == 2 and ddp["steps"] == steps
 

@@ -171,22 +171,12 @@ def test_pairwise_grad_accumulation_equals_big_batch():
 def test_pairwise_two_processes_match_one(tmp_path):
     """DDP = one process for the pairwise objective: 2 processes x 4 pairs == 1 x 8."""
     import json
-    import os
-    import socket
-    import subprocess
-    import sys
     from pathlib import Path
 
-    here = Path(__file__).resolve().parent
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from launch import torchrun2
+
     out = tmp_path / "ddp.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(here.parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={port}", str(here / "ddp_pairwise.py"), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun2(str(Path(__file__).resolve().parent / "ddp_pairwise.py"), str(out), timeout=240)
     ddp = json.loads(out.read_text())
     assert ddp["world_size"] == 2
     seed_everything(0)

@@ -4,16 +4,13 @@ run on a toy reward that must raise it."""
 import dataclasses
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
+from launch import torchrun2
 from llmlab import ppo
 from llmlab.config import PPO_PRESETS, ModelConfig, PPOConfig, ppo_config
 from llmlab.device import choose_precision, grad_scaler, seed_everything
@@ -279,16 +276,8 @@ def test_ppo_on_two_processes_shards_the_rollout_and_stays_in_step(tmp_path):
     """Two gloo processes under torchrun: each samples half of every rollout, the update is
     data-parallel, so the weights end the same on both (and moved), the metrics are the same
     whole-batch means on both, and only rank 0 evaluates."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    here = Path(__file__).resolve().parent
     out = tmp_path / "ppo"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(here.parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={port}", str(here / "ddp_ppo.py"), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun2(str(Path(__file__).resolve().parent / "ddp_ppo.py"), str(out))
     r0, r1 = (json.loads((tmp_path / f"ppo.{r}.json").read_text()) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["weights"] == r1["weights"] and r0["after"] == r1["after"]      # in step
@@ -324,17 +313,8 @@ def test_ppo_command_runs_on_two_processes_and_on_one(tmp_path, capsys):
     the processes join), then PPO runs sharded; ``python -m llmlab ppo`` runs it on one."""
     from llmlab.__main__ import main
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    here = Path(__file__).resolve().parent
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(here.parent))
     out2 = tmp_path / "two.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "llmlab", "ppo",
-           "--preset", "smoke", "--device", "cpu", "--out", str(out2)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun2("-m", "llmlab", "ppo", "--preset", "smoke", "--device", "cpu", "--out", str(out2))
     two = json.loads(out2.read_text())
     c = ppo_config("smoke")
     assert two["world_size"] == 2 and len(two["history"]) == c.iterations
