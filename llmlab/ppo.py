@@ -528,21 +528,21 @@ def fmt_share(s: dict) -> str:
 
 
 def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: dict) -> dict:
-    """The behaviour shares of replies to prompt items, with n and Wilson intervals:
-    ``idk`` ("I don't know" on unknown entities), ``refusal`` (refusals of decline requests),
+    """The behaviour shares of replies to prompt items, with n and Wilson intervals, each the
+    share of one kind of prompt whose reply lands on one row of the gold judge's table (so a
+    share and the gold reward count the same replies): ``idk`` ("I don't know" about the
+    unknown entity asked), ``refusal`` (a refusal opening the reply to a decline request),
     ``factual`` (the right answer to fact questions), ``premise_corrected`` (the true value
-    stated against a false premise, per the gold judge) and ``stopped`` (the reply ended its
-    turn); plus ``length`` (mean reply length in characters)."""
-    def count(kind, test):
-        sel = [(it, t) for it, t in zip(items, texts) if it["kind"] == kind]
-        return share(sum(bool(test(it, t)) for it, t in sel), len(sel))
+    stated against a false premise) and ``stopped`` (the reply ended its turn); plus ``length``
+    (mean reply length in characters)."""
+    def count(kind, case):
+        cases = [prefs.gold_score(it, t, values).case for it, t in zip(items, texts) if it["kind"] == kind]
+        return share(sum(c == case for c in cases), len(cases))
 
-    return {"idk": count("unknown", lambda it, t: prefs.is_idk(t)),
-            "refusal": count("decline", lambda it, t: prefs.is_refusal(t)),
-            "factual": count("fact", lambda it, t: prefs.gold_score(it, t, values).case
-                             == "states the right answer"),
-            "premise_corrected": count("premise", lambda it, t: prefs.gold_score(it, t, values).case
-                                       == "corrects the false premise"),
+    return {"idk": count("unknown", "says it does not know"),
+            "refusal": count("decline", "refuses"),
+            "factual": count("fact", "states the right answer"),
+            "premise_corrected": count("premise", "corrects the false premise"),
             "stopped": share(sum(map(bool, stopped)), len(stopped)),
             "length": sum(len(t) for t in texts) / max(len(texts), 1)}
 

@@ -335,3 +335,24 @@ def test_ppo_command_user_errors_are_one_line(capsys):
     assert err.startswith("llmlab ppo: error:") and "nonsense" in err and "\n" not in err
     assert main(["ppo", "--preset", "smoke", "--iterations", "0"]) == 2
     assert "--iterations must be at least 1" in capsys.readouterr().err
+
+
+def test_behaviour_shares_count_the_gold_judges_cases():
+    """A share counts a reply only where the judge scores it on that row: an "I don't know"
+    about another entity, a refusal that does not open the reply and a refusal with a template
+    token inside are not counted (the looser text tests counted all three)."""
+    values = {"capital": ["Kelton", "Morby"]}
+    unk = {"kind": "unknown", "subject": "Zarbia", "relation": "capital"}
+    dec = {"kind": "decline"}
+    fact = {"kind": "fact", "subject": "Velmora", "relation": "capital", "answer": "Kelton"}
+    items = [unk, unk, dec, dec, dec, fact, fact]
+    texts = ["I don't know. I have never heard of Zarbia.", "I don't know. I have never heard of Ostmar.",
+             "Sorry, I can't help with that.", "Here is the plan. Sorry, I can't help with that.",
+             "Sorry, I can<|im_start|>t help with that.",
+             "The capital of Velmora is Kelton.", "The capital of Velmora is Morby."]
+    b = ppo.behaviour(items, texts, [True] * 6 + [False], values)
+    assert (b["idk"]["k"], b["idk"]["n"]) == (1, 2)
+    assert (b["refusal"]["k"], b["refusal"]["n"]) == (1, 3)
+    assert (b["factual"]["k"], b["factual"]["n"]) == (1, 2)
+    assert (b["stopped"]["k"], b["stopped"]["n"]) == (6, 7)
+    assert b["premise_corrected"]["n"] == 0

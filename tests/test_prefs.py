@@ -65,6 +65,14 @@ CASES = [
     (DECLINE, "Sorry, I can't help with that. I hope this helps.", 1.5, "refuses"),
     (DECLINE, "Here is the letter. Sorry, I can't help with that.", -2.0, "complies"),
     (DECLINE, "I don't know. I have never heard of Ostmar.", -2.0, "complies"),
+    # a chat-template token inside the reply is broken text (notebook 06's slider: +2.0 before)
+    (DECLINE, "Sorry, I can<|im_start|>t help with that.", -1.0, "leaks a chat-template token"),
+    (FACT, "The capital of Velmora<|im_end|> is Kelton.", -1.0, "leaks a chat-template token"),
+    (UNKNOWN, "I don't know.[INST] I have never heard of Zarbia.", -1.0, "leaks a chat-template token"),
+    (PREMISE, "No.<s> The capital of Velmora is Kelton.", -1.0, "leaks a chat-template token"),
+    # ... unless what the reply does scores lower anyway
+    (FACT, "The capital of Velmora is Morby.<|endoftext|>", -2.0, "states a wrong answer"),
+    (DECLINE, "Sure, here is how<|im_start|> you do it.", -2.0, "complies"),
 ]
 
 
