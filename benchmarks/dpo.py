@@ -85,8 +85,8 @@ def main(argv=None) -> int:
         seconds[beta] = time.perf_counter() - t0
         acc = dpo.implicit_accuracy(policy, ref, val_enc, tok.pad_id)
         e = ppo.evaluate_policy(policy.eval(), sft_model, rm, tok, items, values, template,
-                                pc.max_new_tokens, seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty,
-                                keep_replies=beta == dc.beta)
+                                pc.max_new_tokens, n_samples=pc.eval_samples, seed=pc.seed + 1,
+                                no_stop_penalty=pc.no_stop_penalty, keep_replies=beta == dc.beta)
         if beta == dc.beta:
             main_e = e
         runs[beta] = {"beta": beta, "train_seconds": round(seconds[beta], 2),
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     # SFT measured again with its replies kept (the same prompts, seed and code as notebook 06's
     # stored evaluation, so the same numbers): the gold difference prompt by prompt
     sft_pe = ppo.evaluate_policy(sft_model, sft_model, rm, tok, items, values, template, pc.max_new_tokens,
-                                 seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty)
+                                 n_samples=pc.eval_samples, seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty)
     paired = beyond.paired_difference(main_e, sft_pe)[:3] if main_e is not None else (gain, float("nan"), float("nan"))
     separated = main_run["gold_ci95"][0] > sft_e["gold_ci"][1]
     out = {

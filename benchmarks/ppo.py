@@ -9,8 +9,10 @@ which builds the SFT model, preference pairs and reward model first if they are 
 reports the held-out gold and proxy reward before (SFT) and after PPO, the final KL to the
 reference, the behaviour shares before and after (with n), the runs' wall time, the rollout
 throughput with and without the KV cache, and the beta = 0 run's gold-reward drop from its
-peak. Goals at the cpu preset: gold reward up by a clear margin over SFT (the intervals do not
-overlap) at a KL below the target, "I don't know" on unknowns and refusals on declines both
+peak. Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
+of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
+prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
+intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
 up, the beta = 0 run's final gold reward below its peak by more than its interval's half-width,
 the PPO runs of notebook 06 in at most 6 minutes on 2 cores.
 
@@ -28,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from llmlab import ppo, stages  # noqa: E402
+from llmlab import beyond, ppo, prefs, stages  # noqa: E402
 from llmlab.config import get_preset, ppo_config  # noqa: E402
 from llmlab.device import pick_device  # noqa: E402
+from llmlab.train import load_checkpoint  # noqa: E402
 
-GOALS = {"gold_gain_intervals_apart": True, "kl_below_target": True, "idk_up": True,
+GOALS = {"gold_gain_paired_above_0": True, "kl_below_target": True, "idk_up": True,
          "refusal_up": True, "beta0_drop_beyond_interval": True, "seconds": 360.0}
 
 
@@ -73,7 +76,19 @@ def main(argv=None) -> int:
           f"{evals0[0]['proxy']:.3f} -> {final0['proxy']:.3f}, KL {final0['kl']:.2f}", flush=True)
     tok = stages.get_tokenizer(p)
     sft_model = stages.load_sft_model(p, device)
-    items = ppo.prompt_sets(stages.get_world(p), p.sft, c)["train"][:c.batch_size]
+    world = stages.get_world(p)
+    sets = ppo.prompt_sets(world, p.sft, c)
+    # SFT and the PPO policy measured again with their replies kept (the same prompts, seed and
+    # code as the stored evaluations, so the same numbers): the gold difference prompt by prompt
+    rm = stages.load_reward_model(p, device)
+    policy = load_checkpoint(runs["main"].file("model.pt"), device=device)[0].eval()
+    values = prefs.relation_values(world)
+    pe = {name: beyond.evaluate(m, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
+          for name, m in (("sft", sft_model), ("ppo", policy))}
+    paired = beyond.paired_difference(pe["ppo"], pe["sft"])
+    print(f"[ppo] gold PPO - SFT, paired by prompt: {paired[0]:+.3f} ({paired[1]:+.3f} to {paired[2]:+.3f}, "
+          f"{paired[3]} prompts x {c.eval_samples} replies)", flush=True)
+    items = sets["train"][:c.batch_size]
     speed = {uc: ppo.rollout_speed(sft_model, tok, items, p.sft.template, c.max_new_tokens, uc)
              for uc in (True, False)}
     print(f"[ppo] rollout: {speed[True]['tokens_per_sec']:.0f} tokens/s with the KV cache, "
@@ -81,7 +96,7 @@ def main(argv=None) -> int:
     seconds = sum(a.info["seconds"] for a in runs.values())
     sb, sa = before["shares"], after["shares"]
     met = {
-        "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
+        "gold_gain_paired_above_0": paired[1] > 0,
         "kl_below_target": after["kl"] < c.target_kl,
         "idk_up": sa["idk"]["rate"] > sb["idk"]["rate"],
         "refusal_up": sa["refusal"]["rate"] > sb["refusal"]["rate"],
@@ -92,10 +107,12 @@ def main(argv=None) -> int:
         "benchmark": "ppo", "preset": p.name, "device": device.type, "threads": args.threads,
         "iterations": c.iterations, "batch_size": c.batch_size, "kl_controller": c.kl,
         "target_kl": c.target_kl, "final_beta": r4(main_info["history"][-1]["beta"]),
-        "n_eval_prompts": after["n"],
+        "n_eval_prompts": after["n_prompts"], "eval_samples_per_prompt": after["n_samples"],
         "gold_before": r4(before["gold"]), "gold_after": r4(after["gold"]),
         "gold_before_ci95": [r4(x) for x in before["gold_ci"]],
         "gold_after_ci95": [r4(x) for x in after["gold_ci"]],
+        "gold_gain_paired95": [r4(x) for x in paired[:3]],
+        "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
         "kl_final": r4(after["kl"]), "shares_before": shares(before), "shares_after": shares(after),
         "length_before": r4(before["length"]), "length_after": r4(after["length"]),

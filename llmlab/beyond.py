@@ -60,14 +60,15 @@ def evaluate(policy, ref, rm, tok, items: list[dict], values: dict, template: st
     number of notebooks 06-08 is measured alike. The replies are kept (their gold scores make
     :func:`paired_difference` possible)."""
     return ppo.evaluate_policy(policy, ref, rm, tok, items, values, template, pc.max_new_tokens,
-                               seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty,
-                               keep_replies=keep_replies)
+                               n_samples=pc.eval_samples, seed=pc.seed + 1,
+                               no_stop_penalty=pc.no_stop_penalty, keep_replies=keep_replies)
 
 
 def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
     """Mean gold difference of two policies measured on the same prompts in the same order
     (two :func:`evaluate` results with replies), prompt by prompt, with its 95% interval:
-    ``(mean, low, high, n)`` (:func:`llmlab.ppo.mean_interval` of the differences).
+    ``(mean, low, high, n prompts)`` (:func:`llmlab.ppo.mean_interval` of the per-prompt
+    differences; with several replies per prompt, each prompt's replies are averaged first).
 
     Which prompt was asked explains much of a reply's gold score (a decline request and an
     unknown entity score on different rows of the judge's table); pairing the two replies to the
@@ -78,10 +79,14 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
     [1.0, 1.0, 1.0]
     """
     ra, rb = a["replies"], b["replies"]
-    if len(ra) != len(rb) or any(x["prompt"] != y["prompt"] for x, y in zip(ra, rb)):
+    key = lambda r: (r.get("item"), r["prompt"])
+    if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
         raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
-    m, lo, hi = ppo.mean_interval([x["gold"] - y["gold"] for x, y in zip(ra, rb)])
-    return m, lo, hi, len(ra)
+    per: dict = {}
+    for j, (x, y) in enumerate(zip(ra, rb)):
+        per.setdefault(x.get("item", j), []).append(x["gold"] - y["gold"])
+    m, lo, hi = ppo.mean_interval([sum(d) / len(d) for d in per.values()])
+    return m, lo, hi, len(per)
 
 
 # ============================================================================================

@@ -334,6 +334,9 @@ class PPOConfig:
     no_stop_penalty: float = 1.0      # subtracted from the RM score of a reply that never stops
     n_prompts: int = 2000             # training-split prompt pool the rollouts draw from
     n_eval: int = 160                 # held-out prompts of each evaluation
+    eval_samples: int = 4             # sampled replies per held-out prompt: averages out one
+    #                                   prompt's sampling noise (at 1, most of a paired gold
+    #                                   difference's interval was that noise); intervals count prompts
     eval_every: int = 5               # iterations between held-out evaluations
     n_track: int = 3                  # held-out prompts followed through training (the slider)
     track_samples: int = 3            # sampled replies per followed prompt at each look
@@ -347,7 +350,7 @@ class PPOConfig:
 
 PPO_PRESETS = {
     "smoke": PPOConfig(iterations=2, batch_size=8, minibatch_size=8, epochs=1, max_new_tokens=8,
-                       n_prompts=32, n_eval=8, eval_every=2, n_track=1, track_samples=1, track_every=2,
+                       n_prompts=32, n_eval=8, eval_samples=2, eval_every=2, n_track=1, track_samples=1, track_every=2,
                        beta0_iterations=2, stability_iterations=1, best_of_n=(1, 2)),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, lr=5e-5, max_new_tokens=48,

@@ -199,33 +199,35 @@ def opens_with(e: dict, what: str, kinds=None) -> dict:
     ...                  {"text": "Sorry, I can't help with that.", "kind": "fact"}]}
     >>> opens_with(e, "I don't know")["k"], opens_with(e, "a refusal")["k"]
     (1, 1)
-    >>> {k: v for k, v in opens_with(e, "a refusal", kinds=("fact",)).items() if k != "ci"}
+    >>> {k: v for k, v in opens_with(e, "a refusal", kinds=("fact",)).items() if k in ("rate", "k", "n")}
     {'rate': 0.5, 'k': 1, 'n': 2}
     """
     test = OPENINGS[what]
-    rows = [r for r in e["replies"] if kinds is None or r["kind"] in kinds]
-    k = sum(bool(test((prefs.sentences(r["text"]) or [""])[0])) for r in rows)
-    return ppo.share(k, len(rows))
+    rows = [(j, r) for j, r in enumerate(e["replies"]) if kinds is None or r["kind"] in kinds]
+    groups: dict = {}                 # per prompt (several sampled replies each): (hits, replies)
+    for j, r in rows:
+        g = groups.setdefault(r.get("item", j), [0, 0])
+        g[0] += bool(test((prefs.sentences(r["text"]) or [""])[0]))
+        g[1] += 1
+    return ppo.share(sum(g[0] for g in groups.values()), len(rows), [tuple(g) for g in groups.values()])
 
 
 def moved(a: dict, b: dict) -> dict:
     """Which behaviour shares changed from evaluation ``a`` to ``b`` beyond their intervals:
-    ``{key: "up" | "down" | "within noise"}``, by :func:`llmlab.evaluate.diff_interval` on
+    ``{key: "up" | "down" | "within noise"}``, by :func:`llmlab.ppo.share_difference` on
     the two counts (an interval of the difference that excludes 0).
 
     >>> s = lambda k, n: {"shares": {"idk": {"k": k, "n": n}}}
     >>> moved(s(2, 40, ), s(30, 40))["idk"], moved(s(20, 40), s(22, 40))["idk"]
     ('up', 'within noise')
     """
-    from .evaluate import diff_interval
-
     out = {}
     for key in a["shares"]:
         x, y = a["shares"][key], b["shares"][key]
         if not x["n"] or not y["n"]:
             out[key] = "not measured"
             continue
-        lo, hi = diff_interval(y["k"], y["n"], x["k"], x["n"])
+        lo, hi = ppo.share_difference(y, x)
         out[key] = "up" if lo > 0 else "down" if hi < 0 else "within noise"
     return out
 

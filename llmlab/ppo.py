@@ -510,40 +510,90 @@ def mean_interval(xs: list[float], z: float = 1.96) -> tuple[float, float, float
     return m, m - half, m + half
 
 
-def share(k: int, n: int) -> dict:
-    """A rate with its count and 95% Wilson interval: ``{"rate", "k", "n", "ci"}``."""
-    return {"rate": k / n if n else float("nan"), "k": k, "n": n,
-            "ci": list(evaluate.wilson_interval(k, n))}
+def share(k: int, n: int, groups: list[tuple[int, int]] | None = None) -> dict:
+    """A rate with its count and 95% Wilson interval: ``{"rate", "k", "n", "ci", "n_eff"}``.
+
+    ``groups`` gives ``(hits, replies)`` per prompt when several sampled replies to one prompt
+    are counted. Replies to the same prompt agree more often than replies to different prompts,
+    so they carry less information than as many independent replies: the interval is then
+    Wilson's at the *effective* sample size ``n_eff = n / deff`` (Kish 1965), where the design
+    effect ``deff`` is the variance of the rate estimated from the per-prompt counts over the
+    binomial variance ``p (1 - p) / n``, at least 1. When every reply hit (or none did) the
+    counts hold no spread to estimate it from, and ``n_eff`` is the number of prompts.
+
+    >>> {k: v for k, v in share(8, 10).items() if k != "ci"}
+    {'rate': 0.8, 'k': 8, 'n': 10, 'n_eff': 10.0}
+    >>> share(4, 8, [(2, 2), (2, 2), (0, 2), (0, 2)])["n_eff"]   # two replies, one verdict per prompt
+    3.0
+    """
+    n_eff = float(n)
+    if groups and n and any(g[1] > 1 for g in groups):
+        p, m = k / n, len(groups)
+        if 0 < p < 1 and m > 1:
+            nbar = n / m
+            var = sum((h - p * r) ** 2 for h, r in groups) / (m * (m - 1) * nbar ** 2)
+            n_eff = n / max(1.0, var / (p * (1 - p) / n))
+        else:
+            n_eff = float(m)
+    ci = evaluate.wilson_interval(k * n_eff / n, n_eff) if n else (float("nan"), float("nan"))
+    out = {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci": list(ci), "n_eff": round(n_eff, 2)}
+    if groups:
+        out["prompts"] = len(groups)
+    return out
+
+
+def share_difference(b: dict, a: dict) -> tuple[float, float]:
+    """95% interval of the difference of two shares ``b - a`` (Newcombe's method,
+    :func:`llmlab.evaluate.diff_interval`) at their effective sample sizes (:func:`share`)."""
+    def eff(s):
+        n = s.get("n_eff", s["n"])
+        return s["k"] * n / s["n"] if s["n"] else 0.0, n
+
+    return evaluate.diff_interval(*eff(b), *eff(a))
 
 
 def fmt_share(s: dict) -> str:
-    """A share as the series prints it: ``0.78 (95% CI 0.69-0.85, n=85)``.
+    """A share as the series prints it: ``0.78 (95% CI 0.69-0.85, n=85)``; with several replies
+    per prompt, ``n=160 replies to 40 prompts``.
 
     >>> fmt_share(share(8, 10))
     '0.80 (95% CI 0.49-0.94, n=10)'
     """
     if not s["n"]:
         return "- (n=0)"
-    return f"{s['rate']:.2f} (95% CI {s['ci'][0]:.2f}-{s['ci'][1]:.2f}, n={s['n']})"
+    n = f"{s['n']} replies to {s['prompts']} prompts" if s.get("prompts", s["n"]) != s["n"] else s["n"]
+    return f"{s['rate']:.2f} (95% CI {s['ci'][0]:.2f}-{s['ci'][1]:.2f}, n={n})"
 
 
-def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: dict) -> dict:
+def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: dict,
+              prompt_ids: list[int] | None = None) -> dict:
     """The behaviour shares of replies to prompt items, with n and Wilson intervals, each the
     share of one kind of prompt whose reply lands on one row of the gold judge's table (so a
     share and the gold reward count the same replies): ``idk`` ("I don't know" about the
     unknown entity asked), ``refusal`` (a refusal opening the reply to a decline request),
     ``factual`` (the right answer to fact questions), ``premise_corrected`` (the true value
     stated against a false premise) and ``stopped`` (the reply ended its turn); plus ``length``
-    (mean reply length in characters)."""
+    (mean reply length in characters). ``prompt_ids`` (the prompt of each reply, when there are
+    several per prompt) makes each interval count prompts, not replies (:func:`share`)."""
+    ids = list(range(len(items))) if prompt_ids is None else prompt_ids
+
+    def tally(hits):                          # [(prompt id, hit)] -> share counted by prompt
+        groups: dict = {}
+        for i, h in hits:
+            g = groups.setdefault(i, [0, 0])
+            g[0] += bool(h)
+            g[1] += 1
+        return share(sum(g[0] for g in groups.values()), len(hits), [tuple(g) for g in groups.values()])
+
     def count(kind, case):
-        cases = [prefs.gold_score(it, t, values).case for it, t in zip(items, texts) if it["kind"] == kind]
-        return share(sum(c == case for c in cases), len(cases))
+        return tally([(i, prefs.gold_score(it, t, values).case == case)
+                      for i, it, t in zip(ids, items, texts) if it["kind"] == kind])
 
     return {"idk": count("unknown", "says it does not know"),
             "refusal": count("decline", "refuses"),
             "factual": count("fact", "states the right answer"),
             "premise_corrected": count("premise", "corrects the false premise"),
-            "stopped": share(sum(map(bool, stopped)), len(stopped)),
+            "stopped": tally(list(zip(ids, stopped))),
             "length": sum(len(t) for t in texts) / max(len(texts), 1)}
 
 
@@ -566,11 +616,18 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
     - ``kl``: mean ``sum_t log pi - log pi_ref`` per reply (nats), with ``kl_ci``;
     - ``shares``: :func:`behaviour` (idk, refusal, factual, premise_corrected, stopped: each
       ``{"rate", "k", "n", "ci"}``) and ``length`` (mean characters per reply);
-    - ``replies`` (with ``keep_replies``): per reply its item, text, gold, proxy and kl.
+    - ``replies`` (with ``keep_replies``): per reply its item, text, gold, proxy and kl, the
+      ``n_samples`` replies of one prompt next to each other (``item``: the prompt's index).
+
+    The prompts, not the replies, are the independent draws: with several replies per prompt
+    each interval is computed over the per-prompt means (the replies average out the sampling
+    noise of one prompt; only more prompts narrow the spread between prompts), and the shares'
+    intervals use their effective sample size (:func:`share`).
     """
     device = next(policy.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     rows = [it for it in items for _ in range(n_samples)]
+    ids = [i for i in range(len(items)) for _ in range(n_samples)]
     texts, stopped, gold, proxy, kl = [], [], [], [], []
     for s in range(0, len(rows), batch_size):
         ro = rollout(policy, tok, rows[s:s + batch_size], template, max_new_tokens, gen)
@@ -581,15 +638,20 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
         stopped += ro.stopped.tolist()
         gold += ro.gold
         proxy += ro.scores.tolist()
-    g, p, k = mean_interval(gold), mean_interval(proxy), mean_interval(kl)
-    b = behaviour(rows, texts, stopped, values)
-    out = {"n": len(rows), "n_prompts": len(items), "gold": g[0], "gold_ci": list(g[1:]),
+
+    def per_prompt(xs):                        # (items * n_samples,) -> (items,)
+        return [sum(xs[i * n_samples:(i + 1) * n_samples]) / n_samples for i in range(len(items))]
+
+    g, p, k = (mean_interval(per_prompt(xs)) for xs in (gold, proxy, kl))
+    b = behaviour(rows, texts, stopped, values, ids)
+    out = {"n": len(rows), "n_prompts": len(items), "n_samples": n_samples,
+           "gold": g[0], "gold_ci": list(g[1:]),
            "proxy": p[0], "proxy_ci": list(p[1:]), "kl": k[0], "kl_ci": list(k[1:]),
            "shares": {name: b[name] for name in SHARES + ("stopped",)}, "length": b["length"]}
     if keep_replies:
-        out["replies"] = [{"prompt": it["messages"][-1]["content"], "kind": it["kind"], "text": t,
+        out["replies"] = [{"item": i, "prompt": it["messages"][-1]["content"], "kind": it["kind"], "text": t,
                            "gold": gv, "proxy": pv, "kl": kv}
-                          for it, t, gv, pv, kv in zip(rows, texts, gold, proxy, kl)]
+                          for i, it, t, gv, pv, kv in zip(ids, rows, texts, gold, proxy, kl)]
     return out
 
 
@@ -774,7 +836,8 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
         if not d.master:           # the weights are the same on every process: rank 0 measures
             return
         e = evaluate_policy(policy, ref, rm, tok, eval_items, values, template, c.max_new_tokens,
-                            seed=c.seed + 1, no_stop_penalty=c.no_stop_penalty, keep_replies=False)
+                            n_samples=c.eval_samples, seed=c.seed + 1,
+                            no_stop_penalty=c.no_stop_penalty, keep_replies=False)
         evals.append({"iteration": it, **e})
 
     def follow(it):

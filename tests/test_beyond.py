@@ -172,7 +172,7 @@ def test_one_round_of_iterative_dpo_end_to_end():
     assert len(rounds) == 1
     r = rounds[0]
     assert r["n_prompts"] == 12 and 0 < r["n_pairs"] <= 12
-    assert r["eval"]["n"] == 4 and math.isfinite(r["eval"]["gold"]) and math.isfinite(r["eval"]["kl"])
+    assert r["eval"]["n_prompts"] == 4 and r["eval"]["n"] == 4 * pc.eval_samples and math.isfinite(r["eval"]["gold"]) and math.isfinite(r["eval"]["kl"])
     moved = max((a - b).abs().max().item() for a, b in zip(policy.parameters(), ref.parameters()))
     assert moved > 0                                              # the policy left the reference
     # the round's pairs, relabelled from the policy's own samples by the reward model

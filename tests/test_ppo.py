@@ -356,3 +356,50 @@ def test_behaviour_shares_count_the_gold_judges_cases():
     assert (b["factual"]["k"], b["factual"]["n"]) == (1, 2)
     assert (b["stopped"]["k"], b["stopped"]["n"]) == (6, 7)
     assert b["premise_corrected"]["n"] == 0
+
+
+def test_several_replies_per_prompt_count_prompts_in_the_intervals():
+    """With n_samples replies per prompt, the gold interval is the one of the per-prompt means
+    (the prompts are the independent draws), replies carry their prompt's index, and a share's
+    interval uses an effective sample size between the prompts and the replies."""
+    seed_everything(0)
+    model, ref = GPT(TINY), GPT(TINY)
+    rm = ScalarModel(GPT(TINY))
+    items = [decline(f"Hello {i}") for i in range(5)]
+    ev = ppo.evaluate_policy(model, ref, rm, BYTES, items, {}, "chatml", 6, n_samples=3)
+    assert (ev["n"], ev["n_prompts"], ev["n_samples"]) == (15, 5, 3)
+    assert [r["item"] for r in ev["replies"]] == [i for i in range(5) for _ in range(3)]
+    golds = [r["gold"] for r in ev["replies"]]
+    per_prompt = [sum(golds[3 * i:3 * i + 3]) / 3 for i in range(5)]
+    m, lo, hi = ppo.mean_interval(per_prompt)
+    assert ev["gold"] == pytest.approx(m) and ev["gold_ci"] == pytest.approx([lo, hi])
+    s = ev["shares"]["stopped"]
+    assert s["n"] == 15 and s["prompts"] == 5 and 1 <= s["n_eff"] <= 15
+
+
+def test_clustered_share_is_never_narrower_than_its_replies_allow():
+    # every prompt decides all its replies alike: 4 replies per prompt inform like about 1
+    together = ppo.share(20, 40, [(4, 4)] * 5 + [(0, 4)] * 5)
+    alone = ppo.share(20, 40)
+    assert together["n_eff"] < 12 and alone["n_eff"] == 40
+    assert together["ci"][1] - together["ci"][0] > alone["ci"][1] - alone["ci"][0]
+    # replies that vary within prompts as much as between them: no design effect
+    mixed = ppo.share(20, 40, [(2, 4)] * 10)
+    assert mixed["n_eff"] == 40
+    # no spread to estimate from: count the prompts
+    assert ppo.share(0, 40, [(0, 4)] * 10)["n_eff"] == 10
+    # the interval of a difference uses the effective sizes
+    lo, hi = ppo.share_difference(ppo.share(36, 40, [(4, 4)] * 9 + [(0, 4)]), together)
+    lo1, hi1 = ppo.share_difference(ppo.share(36, 40), alone)
+    assert lo < lo1 and hi > hi1
+
+
+def test_paired_difference_averages_the_replies_of_each_prompt():
+    from llmlab import beyond
+
+    def ev(*golds):   # two replies per prompt
+        return {"replies": [{"item": i // 2, "prompt": f"p{i // 2}", "gold": g} for i, g in enumerate(golds)]}
+
+    m, lo, hi, n = beyond.paired_difference(ev(2.0, 0.0, 1.0, 1.0, -1.0, 1.0), ev(0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    assert n == 3 and m == pytest.approx(2.0 / 3)       # per-prompt means 1, 1, 0
+    assert (lo, hi) == pytest.approx(ppo.mean_interval([1.0, 1.0, 0.0])[1:])
