@@ -386,6 +386,8 @@ class DPOConfig:
     eval_every: int = 10              # steps between held-out estimates (the log-prob curves)
     eval_batches: int = 2             # held-out batches per estimate (the same batches every time)
     seed: int = 0                     # seeds the batch order
+    seeds: tuple = (1, 2)             # batch-order seeds of repeats of the main run (how much of one
+    #                                   run's result is its draw of batches)
 
 
 DPO_PRESETS = {

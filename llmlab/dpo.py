@@ -31,6 +31,7 @@ This module holds
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 from typing import Callable
@@ -320,7 +321,8 @@ def beta_variant(beta: float) -> str:
 def variants(c) -> dict:
     """``{name: settings}`` of every run for the :class:`~llmlab.config.DPOConfig` ``c``:
     :data:`VARIANTS` with their betas filled in, plus one ``beta_<b>`` run per frontier beta
-    (the main run stands for ``c.beta``)."""
+    (the main run stands for ``c.beta``) and one ``seed_<s>`` run per seed of ``c.seeds``: the
+    main run's settings with another batch order."""
     out = {}
     for name, s in VARIANTS.items():
         beta = c.beta if s["beta"] is None else getattr(c, s["beta"])
@@ -328,6 +330,9 @@ def variants(c) -> dict:
     for b in c.betas:
         if b != c.beta:
             out[beta_variant(b)] = dict(VARIANTS["main"], beta=b, label_smoothing=0.0)
+    for sd in c.seeds:
+        if sd != c.seed:
+            out[f"seed_{sd}"] = dict(VARIANTS["main"], beta=c.beta, label_smoothing=0.0, seed=sd)
     return out
 
 
@@ -394,6 +399,7 @@ def build_dpo(folder, variant: str, c, train_cfg, model_cfg, template: str, tok,
     if variant not in runs:
         raise ValueError(f"unknown DPO variant {variant!r}; expected one of {sorted(runs)}")
     s = runs[variant]
+    c = dataclasses.replace(c, seed=s.get("seed", c.seed))     # a seed_<s> run's batch order
     block = model_cfg.block_size
     train_pairs = select_pairs(prefs_data["train"], s["pairs"])   # encoded when drawn
     if not train_pairs:

@@ -204,6 +204,11 @@ def test_variants_and_config():
     assert set(DPO_PRESETS) == {"smoke", "cpu", "gpu"}
     pairs = [{"category": "on_policy"}, {"category": "facts"}, {"category": "padding"}]
     assert len(dpo.select_pairs(pairs, "on_policy")) == 1 and len(dpo.select_pairs(pairs, "off_policy")) == 2
+    # the repeats of the main run differ from it in their batch-order seed only
+    repeats = [runs[f"seed_{s}"] for s in c.seeds if s != c.seed]
+    assert repeats and all({k: v for k, v in r.items() if k != "seed"} == runs["main"] for r in repeats)
+    assert sorted(r["seed"] for r in repeats) == sorted(s for s in c.seeds if s != c.seed)
+    assert "seed" not in runs["main"]
 
 
 def test_every_dpo_config_field_has_a_comment():
@@ -256,3 +261,22 @@ def test_build_dpo_saves_the_policy_and_its_curves(tmp_path):
     with pytest.raises(ValueError, match="no on_policy training pairs"):
         dpo.build_dpo(tmp_path, "on_policy", c, TrainConfig(), cfg, "chatml", tok,
                       {"train": pairs, "val": pairs[:6]}, GPT(cfg), device="cpu", progress=False)
+
+
+def test_a_seed_repeat_trains_the_main_run_on_another_batch_order(tmp_path):
+    from llmlab.tokenizer import Tokenizer
+
+    tok = Tokenizer([])
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)
+    pairs = [{"messages": [{"role": "user", "content": f"Q{i}?"}], "chosen": "Yes." * (1 + i % 3),
+              "rejected": "No!", "category": "facts"} for i in range(40)]
+    c = dataclasses.replace(DPO_PRESETS["smoke"], max_steps=3, eval_every=3, seeds=(1,))
+    torch.manual_seed(0)
+    sft_model = GPT(cfg)
+    out = {}
+    for v in ("main", "seed_1"):
+        (tmp_path / v).mkdir()
+        out[v] = dpo.build_dpo(tmp_path / v, v, c, TrainConfig(), cfg, "chatml", tok,
+                               {"train": pairs, "val": pairs[:6]}, sft_model, device="cpu", progress=False)
+    assert out["seed_1"]["seed"] == 1 and out["seed_1"]["beta"] == out["main"]["beta"]
+    assert out["seed_1"]["train_losses"] != out["main"]["train_losses"]     # other batches
