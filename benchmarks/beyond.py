@@ -27,7 +27,6 @@ The last line of stdout is one JSON object with every figure and the goals besid
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -39,12 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from llmlab import beyond, dpo, ppo, prefs, stages  # noqa: E402
-from llmlab.config import PPOConfig, beyond_config, dpo_config, get_preset, ppo_config  # noqa: E402
+from llmlab.config import beyond_config, dpo_config, get_preset, ppo_config  # noqa: E402
 from llmlab.device import pick_device  # noqa: E402
 from llmlab.train import load_checkpoint  # noqa: E402
 
-PPO_NOT_KNOBS = {"n_prompts", "n_eval", "eval_every", "n_track", "track_samples", "track_every",
-                 "beta0_iterations", "small_beta", "stability_iterations", "best_of_n", "seed"}
 
 
 def summary(e: dict, sft: dict | None = None) -> dict:
@@ -122,7 +119,7 @@ def main(argv=None) -> int:
         (tmp / "ppo").mkdir()
         pr = ppo.build_ppo(tmp / "ppo", "main", pc, p.sft, world, tok, sft_model, rm, device, False)
         ppo_secs = sum(h["seconds"] for h in pr["history"])
-        ppo_knobs = [f.name for f in dataclasses.fields(PPOConfig) if f.name not in PPO_NOT_KNOBS]
+        ppo_knobs = list(ppo.HYPERPARAMETERS)
         # measured again with the replies kept (the run's own evaluation keeps only summaries): the
         # same prompts, seed and code, so the same numbers, and a paired difference to SFT
         ppo_policy = load_checkpoint(tmp / "ppo" / "model.pt", device=device)[0].eval()

@@ -45,6 +45,16 @@ import torch.nn as nn
 from . import chat, evaluate, prefs, sft
 from .model import GPT, ScalarModel, gather_at
 
+# the knobs a PPO run is tuned by (notebooks 07 and 08 count them against DPO's and the others');
+# the other PPOConfig fields set what is measured (held-out prompts, replies per prompt, when to
+# evaluate, the prompts followed) or which extra runs the notebook makes, not the run itself
+HYPERPARAMETERS = ("iterations", "batch_size", "minibatch_size", "epochs", "lr", "grad_clip", "clip",
+                   "clip_value", "vf_coef", "gamma", "lam", "whiten", "kl", "beta", "target_kl",
+                   "horizon", "max_new_tokens", "no_stop_penalty")
+NOT_HYPERPARAMETERS = ("n_prompts", "n_eval", "eval_samples", "eval_every", "n_track", "track_samples",
+                       "track_every", "beta0_iterations", "small_beta", "stability_iterations",
+                       "best_of_n", "seed")
+
 # ============================================================================================
 # 1. The math, as small pure functions
 # ============================================================================================

@@ -146,6 +146,10 @@ def test_config_fields_have_comments_and_presets_exist():
         assert "#" in line, f"PPOConfig.{f.name} has no comment"
     assert set(PPO_PRESETS) == {"smoke", "cpu", "gpu"}
     assert ppo_config("smoke").iterations < ppo_config("cpu").iterations
+    # every field is either a knob of the run or a setting of what is measured, never both
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    assert set(ppo.HYPERPARAMETERS) | set(ppo.NOT_HYPERPARAMETERS) == fields
+    assert not set(ppo.HYPERPARAMETERS) & set(ppo.NOT_HYPERPARAMETERS)
     with pytest.raises(ValueError, match="unknown PPO variant"):
         ppo.variant_config(ppo_config("smoke"), "nope")
 
