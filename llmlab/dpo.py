@@ -321,8 +321,8 @@ def beta_variant(beta: float) -> str:
 def variants(c) -> dict:
     """``{name: settings}`` of every run for the :class:`~llmlab.config.DPOConfig` ``c``:
     :data:`VARIANTS` with their betas filled in, plus one ``beta_<b>`` run per frontier beta
-    (the main run stands for ``c.beta``) and one ``seed_<s>`` run per seed of ``c.seeds``: the
-    main run's settings with another batch order."""
+    (the main run stands for ``c.beta``) and, per seed of ``c.seeds``, ``seed_<s>`` and
+    ``on_policy_seed_<s>``: the main and the on-policy run's settings with another batch order."""
     out = {}
     for name, s in VARIANTS.items():
         beta = c.beta if s["beta"] is None else getattr(c, s["beta"])
@@ -333,6 +333,7 @@ def variants(c) -> dict:
     for sd in c.seeds:
         if sd != c.seed:
             out[f"seed_{sd}"] = dict(VARIANTS["main"], beta=c.beta, label_smoothing=0.0, seed=sd)
+            out[f"on_policy_seed_{sd}"] = dict(VARIANTS["on_policy"], beta=c.beta, label_smoothing=0.0, seed=sd)
     return out
 
 

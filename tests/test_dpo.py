@@ -207,6 +207,8 @@ def test_variants_and_config():
     # the repeats of the main run differ from it in their batch-order seed only
     repeats = [runs[f"seed_{s}"] for s in c.seeds if s != c.seed]
     assert repeats and all({k: v for k, v in r.items() if k != "seed"} == runs["main"] for r in repeats)
+    assert all({k: v for k, v in runs[f"on_policy_seed_{s}"].items() if k != "seed"} == runs["on_policy"]
+               for s in c.seeds if s != c.seed)
     assert sorted(r["seed"] for r in repeats) == sorted(s for s in c.seeds if s != c.seed)
     assert "seed" not in runs["main"]
 
