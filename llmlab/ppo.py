@@ -529,7 +529,9 @@ def share(k: int, n: int, groups: list[tuple[int, int]] | None = None) -> dict:
     Wilson's at the *effective* sample size ``n_eff = n / deff`` (Kish 1965), where the design
     effect ``deff`` is the variance of the rate estimated from the per-prompt counts over the
     binomial variance ``p (1 - p) / n``, at least 1. When every reply hit (or none did) the
-    counts hold no spread to estimate it from, and ``n_eff`` is the number of prompts.
+    counts hold no spread to estimate it from; the design effect is then taken as 1, the value
+    the estimate tends to as the rate nears 0 or 1 (one hit in many replies is one prompt's), so
+    a share of 0 gets the same interval as a share one reply away from it would.
 
     >>> {k: v for k, v in share(8, 10).items() if k != "ci"}
     {'rate': 0.8, 'k': 8, 'n': 10, 'n_eff': 10.0}
@@ -543,8 +545,6 @@ def share(k: int, n: int, groups: list[tuple[int, int]] | None = None) -> dict:
             nbar = n / m
             var = sum((h - p * r) ** 2 for h, r in groups) / (m * (m - 1) * nbar ** 2)
             n_eff = n / max(1.0, var / (p * (1 - p) / n))
-        else:
-            n_eff = float(m)
     ci = evaluate.wilson_interval(k * n_eff / n, n_eff) if n else (float("nan"), float("nan"))
     out = {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci": list(ci), "n_eff": round(n_eff, 2)}
     if groups:

@@ -390,8 +390,11 @@ def test_clustered_share_is_never_narrower_than_its_replies_allow():
     # replies that vary within prompts as much as between them: no design effect
     mixed = ppo.share(20, 40, [(2, 4)] * 10)
     assert mixed["n_eff"] == 40
-    # no spread to estimate from: count the prompts
-    assert ppo.share(0, 40, [(0, 4)] * 10)["n_eff"] == 10
+    # no spread to estimate from: no design effect, as for a share one reply away from it
+    none = ppo.share(0, 40, [(0, 4)] * 10)
+    one = ppo.share(1, 40, [(1, 4)] + [(0, 4)] * 9)
+    assert none["n_eff"] == 40 and one["n_eff"] == pytest.approx(40, rel=0.15)
+    assert none["ci"][1] < one["ci"][1]
     # the interval of a difference uses the effective sizes
     lo, hi = ppo.share_difference(ppo.share(36, 40, [(4, 4)] * 9 + [(0, 4)]), together)
     lo1, hi1 = ppo.share_difference(ppo.share(36, 40), alone)
