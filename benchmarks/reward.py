@@ -8,7 +8,10 @@ Trains the preset's reward model from the SFT model on the cached preference pai
 the training, then measures it with ``llmlab.reward.evaluate``: held-out pairwise accuracy
 (with its Wilson interval) next to the ceiling that the labels' Bradley-Terry noise allows
 and the length-only baseline, accuracy per category, and the Spearman correlation of RM scores
-with gold scores on fresh SFT samples. Then the same training for ``compare_steps`` from SFT
+with gold scores on fresh SFT samples. Its peers, measured in the same run on the same pairs:
+the classic reward model (the scalar head alone, ``likelihood_weight=None``, trained the same
+way) and the SFT model's own likelihood with no preference training
+(``llmlab.reward.likelihood_pairs``). Then the same training for ``compare_steps`` from SFT
 weights and from a random init. Goals at the cpu preset: accuracy within 3 points of the
 ceiling, at least 10 points above the length baseline, training <= 180 s on 2 cores.
 
@@ -33,15 +36,16 @@ from llmlab.device import pick_device, seed_everything  # noqa: E402
 GOALS = {"max_gap_to_ceiling": 0.03, "min_gain_over_length": 0.10, "train_seconds": 180.0}
 
 
-def train_one(p, tok, data, init: str, steps: int, device):
-    """One reward-model run; returns (model, wall seconds)."""
+def train_one(p, tok, data, init: str, steps: int, device, likelihood: bool = True):
+    """One reward-model run; returns (model, wall seconds). ``likelihood=False``: the classic
+    head-only reward model."""
     rc = reward_config(p)
     block = p.model.block_size
     train_enc, _ = reward.encode_pairs(data["train"], tok, p.sft.template, block)
     val_enc, _ = reward.encode_pairs(data["val"], tok, p.sft.template, block)
     lm = stages.load_sft_model(p) if init == "sft" else None
     seed_everything(rc.seed)
-    model = reward.reward_model_from(lm, p.model)
+    model = reward.reward_model_from(lm, p.model, rc.likelihood_weight if likelihood else None)
     cfg = reward.reward_train_config(rc, p.train, steps)
     t0 = time.perf_counter()
     reward.train_reward_model(model, train_enc, val_enc, cfg, tok.pad_id, device, progress=False)
@@ -67,6 +71,21 @@ def main(argv=None) -> int:
     lo, hi = reward.wilson_interval(ev["correct"], ev["n"])
     print(f"[reward] held-out accuracy {reward.fmt_rate(ev['correct'], ev['n'])}; ceiling "
           f"{ev['ceiling']:.3f}; length-only {ev['length']['accuracy']:.3f}; {seconds:.1f} s", flush=True)
+    def per_category(pairs, r_w, r_l):
+        out: dict = {}
+        for q, a, b in zip(pairs, r_w, r_l):
+            out.setdefault(q["category"], []).append(a > b)
+        return {c: round(sum(v) / len(v), 4) for c, v in sorted(out.items())}
+
+    head, head_seconds = train_one(p, tok, data, "sft", rc.max_steps, device, likelihood=False)
+    ev_head = reward.evaluate(head, tok, data["train"], data["val"], data["fresh"],
+                              pc.label_temperature, p.sft.template)
+    print(f"[reward] head-only peer: {reward.fmt_rate(ev_head['correct'], ev_head['n'])} "
+          f"({head_seconds:.1f} s)", flush=True)
+    val_enc, _ = reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)
+    lp_w, lp_l = reward.likelihood_pairs(stages.load_sft_model(p, device), val_enc, tok.pad_id)
+    lik_k = sum(a > b for a, b in zip(lp_w, lp_l))
+    print(f"[reward] SFT likelihood alone: {reward.fmt_rate(lik_k, len(lp_w))}", flush=True)
     init_acc = {}
     for init in ("sft", "random"):
         m, s = train_one(p, tok, data, init, rc.compare_steps, device)
@@ -87,6 +106,18 @@ def main(argv=None) -> int:
         "length_baseline_prefers": ev["length"]["prefers"],
         "per_category": {c: {"accuracy": round(k / n, 4), "n": n} for c, (k, n) in ev["per_category"].items()},
         "spearman_gold": round(ev["spearman"], 4), "n_fresh": ev["n_fresh"], "ece": round(ev["ece"], 4),
+        "likelihood_weight": {"start": rc.likelihood_weight,
+                              "end": round(float(model.likelihood_weight), 4)},
+        "peers": {
+            "head_only": {"accuracy": round(ev_head["accuracy"], 4),
+                          "accuracy_ci95": [round(x, 4) for x in reward.wilson_interval(ev_head["correct"], ev_head["n"])],
+                          "per_category": {c: round(k / n, 4) for c, (k, n) in ev_head["per_category"].items()},
+                          "spearman_gold": round(ev_head["spearman"], 4),
+                          "train_seconds": round(head_seconds, 2)},
+            "sft_likelihood": {"accuracy": round(lik_k / len(lp_w), 4),
+                               "accuracy_ci95": [round(x, 4) for x in reward.wilson_interval(lik_k, len(lp_w))],
+                               "per_category": per_category(ev["pairs"], lp_w, lp_l)},
+        },
         "train_seconds": round(seconds, 2), "compare_steps": rc.compare_steps,
         "init_accuracy": init_acc, "gap_to_ceiling": round(gap, 4), "gain_over_length": round(gain, 4),
         "goals": GOALS,

@@ -274,6 +274,7 @@ class RewardConfig:
     eval_every: int = 50              # steps between held-out accuracy estimates
     eval_batches: int = 8             # batches per held-out estimate
     compare_steps: int = 150          # steps of each run in the SFT / base / random init comparison
+    likelihood_weight: float | None = 0.2  # start of the learned weight on log p(reply | prompt); None: head only
     seed: int = 0                     # seeds the head's init and the batch order
 
 

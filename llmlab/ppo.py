@@ -42,8 +42,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from . import chat, evaluate, prefs, sft
-from .model import GPT, ScalarModel, gather_at
+from . import chat, evaluate, prefs, reward, sft
+from .model import GPT, ScalarModel
 
 # the knobs a PPO run is tuned by (notebooks 07 and 08 count them against DPO's and the others');
 # the other PPOConfig fields set what is measured (held-out prompts, replies per prompt, when to
@@ -86,6 +86,17 @@ def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch
     tensor([[0.5000, 0.0000]])
     """
     return (logprobs - ref_logprobs) * mask
+
+
+def first_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the first 1 in each row of a 0/1 mask (B, T) -> (B,) (the reply's first token).
+
+    >>> first_index(torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0]]))
+    tensor([1, 0])
+    """
+    T = mask.size(1)
+    pos = torch.arange(T, device=mask.device).expand_as(mask)                  # (B, T)
+    return torch.where(mask > 0, pos, torch.full_like(pos, T)).min(dim=1).values
 
 
 def last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -303,9 +314,11 @@ class ActorCritic(nn.Module):
 
 def value_model_from(rm: ScalarModel) -> ScalarModel:
     """The critic, initialised from the reward model (InstructGPT, Sec. 3.5): a copy of its body
-    and head, read at every position instead of the last."""
-    v = copy.deepcopy(rm)
-    v.kind = "value"
+    and head, read at every position instead of the last (a
+    :class:`~llmlab.reward.LikelihoodRewardModel`'s likelihood weight is not copied: a value
+    is the head's alone)."""
+    v = ScalarModel(copy.deepcopy(rm.body), kind="value")
+    v.head = copy.deepcopy(rm.head)
     return v
 
 
@@ -416,6 +429,11 @@ class Rollout:
     values: torch.Tensor | None = None      # (B, T-1) V_old(state)
 
     @property
+    def first(self) -> torch.Tensor:
+        """(B,) sequence index of each reply's first token (where log p(reply) starts)."""
+        return first_index(self.mask) + 1
+
+    @property
     def last(self) -> torch.Tensor:
         """(B,) sequence index of each reply's last token (where the reward model reads)."""
         return last_index(self.mask) + 1
@@ -482,7 +500,7 @@ def score_rollout(ro: Rollout, rm: ScalarModel, values: dict, no_stop_penalty: f
     turn (it hit the length limit); and the gold judge's score of the decoded reply, logged."""
     was = rm.training
     rm.eval()
-    r = gather_at(rm(ro.idx), ro.last)                                         # (B,)
+    r = reward.rewards_at(rm, ro.idx, ro.last, ro.first)                       # (B,)
     rm.train(was)
     ro.scores = r - no_stop_penalty * (~ro.stopped).float()
     ro.gold = [prefs.gold_score(it, t, values).score for it, t in zip(ro.items, ro.texts)]

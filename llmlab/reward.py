@@ -43,19 +43,30 @@ def encode_reply(messages: list[dict], reply: str, tok, template: str = "chatml"
     The reward head is read at that index: its hidden state has attended to the prompt and the
     whole reply, and anything after it (the template's newline, padding) cannot change it.
     """
+    ids, first, last = encode_reply_span(messages, reply, tok, template)
+    return ids, last
+
+
+def encode_reply_span(messages: list[dict], reply: str, tok,
+                      template: str = "chatml") -> tuple[list[int], int, int]:
+    """:func:`encode_reply` with the index of the reply's first token as well:
+    ``(ids, first, last)``. The reply is ``ids[first:last + 1]`` (its stop token included),
+    the span whose log-likelihood a :class:`LikelihoodRewardModel` reads."""
     ids, mask = chat.tokenize_chat(list(messages) + [{"role": "assistant", "content": reply}], tok, template)
-    last = max(i for i, m in enumerate(mask) if m)
-    return ids[:last + 1], last
+    span = [i for i, m in enumerate(mask) if m]
+    return ids[:span[-1] + 1], span[0], span[-1]
 
 
 def encode_pair(pair: dict, tok, template: str, block_size: int) -> dict | None:
-    """``{"chosen", "chosen_last", "rejected", "rejected_last"}`` of one preference pair, or
-    None when either sequence is longer than ``block_size``."""
-    ch, ch_last = encode_reply(pair["messages"], pair["chosen"], tok, template)
-    rj, rj_last = encode_reply(pair["messages"], pair["rejected"], tok, template)
+    """``{"chosen", "chosen_first", "chosen_last", "rejected", "rejected_first",
+    "rejected_last"}`` of one preference pair, or None when either sequence is longer than
+    ``block_size``."""
+    ch, ch_first, ch_last = encode_reply_span(pair["messages"], pair["chosen"], tok, template)
+    rj, rj_first, rj_last = encode_reply_span(pair["messages"], pair["rejected"], tok, template)
     if max(len(ch), len(rj)) > block_size:
         return None
-    return {"chosen": ch, "chosen_last": ch_last, "rejected": rj, "rejected_last": rj_last}
+    return {"chosen": ch, "chosen_first": ch_first, "chosen_last": ch_last,
+            "rejected": rj, "rejected_first": rj_first, "rejected_last": rj_last}
 
 
 def encode_pairs(pairs: list[dict], tok, template: str, block_size: int) -> tuple[list, list]:
@@ -83,14 +94,16 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
 def collate_pairs(encoded: list[dict], pad_id: int) -> dict:
     """A batch of encoded pairs, right-padded to the longest sequence of the batch.
 
-    Returns ``{"idx": (B, 2, T), "last": (B, 2)}``: ``[:, 0]`` is the chosen reply and
-    ``[:, 1]`` the rejected one. The pair is the first dimension, as the shared loop expects of
+    Returns ``{"idx": (B, 2, T), "first": (B, 2), "last": (B, 2)}``: ``[:, 0]`` is the chosen
+    reply and ``[:, 1]`` the rejected one. The pair is the first dimension, as the shared loop expects of
     every batch (it shards and counts rows along it), and one forward pass scores both replies.
     """
     seqs = [s for e in encoded for s in (e["chosen"], e["rejected"])]
+    first = [[e["chosen_first"], e["rejected_first"]] for e in encoded]
     last = [[e["chosen_last"], e["rejected_last"]] for e in encoded]
     idx = pad_right(seqs, pad_id)                                              # (2B, T)
-    return {"idx": idx.view(len(encoded), 2, -1), "last": torch.tensor(last, dtype=torch.long)}
+    return {"idx": idx.view(len(encoded), 2, -1), "first": torch.tensor(first, dtype=torch.long),
+            "last": torch.tensor(last, dtype=torch.long)}
 
 
 def reward_batch_fn(pad_id: int) -> Callable:
@@ -101,8 +114,66 @@ def reward_batch_fn(pad_id: int) -> Callable:
     return batch_fn
 
 
-def rewards_at(model: ScalarModel, idx: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """The reward of each row: the scalar head read at position ``last``. idx (B, T) -> (B,)."""
+def reply_logprob(logits: torch.Tensor, idx: torch.Tensor, first: torch.Tensor,
+                  last: torch.Tensor) -> torch.Tensor:
+    """log p(reply | prompt): the sum of the log-probabilities of tokens ``first..last`` of
+    each row, each predicted from the position before it. (B, T, V), (B, T), (B,), (B,) -> (B,).
+
+    >>> logits = torch.zeros(1, 3, 4)                       # uniform over 4 tokens
+    >>> round(reply_logprob(logits, torch.tensor([[0, 1, 2]]), torch.tensor([1]), torch.tensor([2])).item(), 4)
+    -2.7726
+    """
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)                     # (B, T-1, V)
+    lp = lp.gather(-1, idx[:, 1:, None]).squeeze(-1)                           # (B, T-1): token t+1
+    t = torch.arange(1, idx.size(1), device=idx.device)[None]                   # (1, T-1)
+    span = (t >= first[:, None]) & (t <= last[:, None])                        # (B, T-1)
+    return (lp * span).sum(dim=1)                                              # (B,)
+
+
+class LikelihoodRewardModel(ScalarModel):
+    """A reward model that also reads its own language model (notebook 05, section 3):
+
+        R(x, y) = w . h_last + b + a * log p(y | x)
+
+    the scalar head at the reply's last token, as in :class:`~llmlab.model.ScalarModel`, plus a
+    learned weight ``a`` (``likelihood_weight``) times the log-likelihood of the reply under the
+    body's own language-model head (kept, tied to the embedding). Why: whether "X worked as a
+    doctor" is true of a held-out entity is what the language model predicts at the token
+    "doctor"; a head reading one hidden state after the reply would have to learn that
+    comparison from the pairs, and from a few thousand pairs about other entities it does not
+    (notebook 05 measures both). ``kind="value"`` copies (PPO's critic) read the head only.
+    """
+
+    def __init__(self, body: GPT, likelihood_weight: float = 0.0, kind: str = "reward"):
+        super().__init__(body, kind)
+        self.likelihood_weight = torch.nn.Parameter(torch.tensor(float(likelihood_weight)))
+
+    def forward(self, idx: torch.Tensor, first: torch.Tensor | None = None,
+                last: torch.Tensor | None = None) -> torch.Tensor:
+        """``idx`` (B, T) -> the head at every position (B, T); with ``first`` and ``last``
+        (B,) -> the reward of each row's reply ``first..last`` (B,)."""
+        if first is None or last is None or self.kind == "value":
+            return super().forward(idx)
+        h = self.body.body(idx)                                                # (B, T, C)
+        r = gather_at(self.head(h).squeeze(-1).float(), last)                  # (B,)
+        return r + self.likelihood_weight * reply_logprob(self.body.lm_head(h), idx, first, last)
+
+
+def reads_likelihood(model) -> bool:
+    """Whether ``model`` (or the module a DDP wrapper holds) is a :class:`LikelihoodRewardModel`."""
+    return isinstance(getattr(model, "module", model), LikelihoodRewardModel)
+
+
+def rewards_at(model: ScalarModel, idx: torch.Tensor, last: torch.Tensor,
+               first: torch.Tensor | None = None) -> torch.Tensor:
+    """The reward of each row: the scalar head read at position ``last``, plus, for a
+    :class:`LikelihoodRewardModel`, its weighted log-likelihood of tokens ``first..last``.
+    idx (B, T) -> (B,)."""
+    if reads_likelihood(model):
+        if first is None:
+            raise ValueError("a LikelihoodRewardModel reads log p(reply | prompt): pass `first`, "
+                             "the index of each reply's first token")
+        return model(idx, first, last)                                         # (B,)
     return gather_at(model(idx), last)                                         # (B,)
 
 
@@ -123,7 +194,8 @@ def reward_loss(model: ScalarModel, batch: dict) -> tuple[torch.Tensor, dict]:
     """The reward model's objective for :func:`llmlab.train.train`: score chosen and rejected
     replies in one pass, then :func:`bt_loss`. Metrics: pairwise accuracy and mean margin."""
     idx, last = batch["idx"], batch["last"]                                    # (B, 2, T), (B, 2)
-    r = rewards_at(model, idx.flatten(0, 1), last.flatten()).view(-1, 2)       # (B, 2)
+    first = batch["first"].flatten() if "first" in batch else None             # (2B,)
+    r = rewards_at(model, idx.flatten(0, 1), last.flatten(), first).view(-1, 2)  # (B, 2)
     r_w, r_l = r[:, 0], r[:, 1]                                                # (B,) each
     loss = bt_loss(r_w, r_l)
     return loss, {"accuracy": (r_w > r_l).float().mean().item(),
@@ -137,11 +209,31 @@ def reward_loss(model: ScalarModel, batch: dict) -> tuple[torch.Tensor, dict]:
 INITS = ("sft", "base", "random")
 
 
-def reward_model_from(lm: GPT | None, config=None) -> ScalarModel:
+def reward_model_from(lm: GPT | None, config=None, likelihood_weight: float | None = None) -> ScalarModel:
     """A reward model whose body is a copy of ``lm`` (SFT or base weights), or a freshly
-    initialised GPT of ``config`` when ``lm`` is None (random init)."""
+    initialised GPT of ``config`` when ``lm`` is None (random init). ``likelihood_weight``:
+    None gives the classic :class:`~llmlab.model.ScalarModel` (head only); a number gives a
+    :class:`LikelihoodRewardModel` whose weight on log p(reply | prompt) starts there."""
     body = copy.deepcopy(lm).cpu() if lm is not None else GPT(config)
-    return ScalarModel(body, kind="reward")
+    if likelihood_weight is None:
+        return ScalarModel(body, kind="reward")
+    return LikelihoodRewardModel(body, likelihood_weight)
+
+
+def load_reward_model(path, device=None) -> ScalarModel:
+    """A reward model checkpoint written by :func:`build_reward_model`, rebuilt as the class it
+    was saved from (a :class:`LikelihoodRewardModel` when it holds a likelihood weight)."""
+    from .config import ModelConfig
+    from .train import load_checkpoint
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:   # missing or damaged: load_checkpoint below says which
+        ckpt = None
+    model = None
+    if isinstance(ckpt, dict) and "likelihood_weight" in ckpt.get("model", {}):
+        model = LikelihoodRewardModel(GPT(ModelConfig(**ckpt["model_config"])))
+    return load_checkpoint(path, model, device=device)[0]
 
 
 def reward_train_config(rcfg, train_cfg, max_steps: int | None = None):
@@ -178,8 +270,9 @@ def train_reward_model(model: ScalarModel, train_enc: list[dict], val_enc: list[
 
 @torch.no_grad()
 def score_sequences(model: ScalarModel, seqs: list[list[int]], lasts: list[int], pad_id: int,
-                    batch_size: int = 64) -> list[float]:
-    """Rewards of token sequences read at ``lasts`` (sequences sorted by length into batches)."""
+                    batch_size: int = 64, firsts: list[int] | None = None) -> list[float]:
+    """Rewards of token sequences read at ``lasts`` (sequences sorted by length into batches);
+    ``firsts`` (each reply's first token) is needed by a :class:`LikelihoodRewardModel`."""
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -189,7 +282,8 @@ def score_sequences(model: ScalarModel, seqs: list[list[int]], lasts: list[int],
         grp = order[s:s + batch_size]
         idx = pad_right([seqs[i] for i in grp], pad_id).to(device)             # (B, T)
         last = torch.tensor([lasts[i] for i in grp], device=device)            # (B,)
-        for i, r in zip(grp, rewards_at(model, idx, last).tolist()):
+        first = None if firsts is None else torch.tensor([firsts[i] for i in grp], device=device)
+        for i, r in zip(grp, rewards_at(model, idx, last, first).tolist()):
             out[i] = r
     model.train(was)
     return out
@@ -199,18 +293,47 @@ def score_pairs(model: ScalarModel, encoded: list[dict], pad_id: int) -> tuple[l
     """``(rewards of the chosen replies, rewards of the rejected replies)``."""
     seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
     lasts = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
-    r = score_sequences(model, seqs, lasts, pad_id)
+    firsts = [e["chosen_first"] for e in encoded] + [e["rejected_first"] for e in encoded]
+    r = score_sequences(model, seqs, lasts, pad_id, firsts=firsts)
     return r[:len(encoded)], r[len(encoded):]
 
 
 def score_replies(model: ScalarModel, tok, conversations: list[list[dict]], replies: list[str],
                   template: str = "chatml") -> list[float]:
-    """The reward of each reply to its conversation (what PPO and the quiz ask for)."""
-    enc = [encode_reply(c, r, tok, template) for c, r in zip(conversations, replies)]
+    """The reward of each reply to its conversation (what PPO and the quiz ask for). A
+    conversation longer than the block keeps its last ``block_size`` tokens."""
+    enc = [encode_reply_span(c, r, tok, template) for c, r in zip(conversations, replies)]
     block = model.config.block_size
-    seqs = [ids[-block:] for ids, _ in enc]
-    lasts = [min(last, block - 1) for _, last in enc]
-    return score_sequences(model, seqs, lasts, tok.pad_id)
+    seqs = [ids[-block:] for ids, _, _ in enc]
+    cut = [max(0, len(ids) - block) for ids, _, _ in enc]
+    firsts = [max(first - d, 1) for (_, first, _), d in zip(enc, cut)]
+    lasts = [last - d for (_, _, last), d in zip(enc, cut)]
+    return score_sequences(model, seqs, lasts, tok.pad_id, firsts=firsts)
+
+
+@torch.no_grad()
+def likelihood_pairs(lm: GPT, encoded: list[dict], pad_id: int, batch_size: int = 64) -> tuple[list, list]:
+    """``log p(reply | prompt)`` of each chosen and each rejected reply under the language
+    model ``lm``: the ranking of the pairs a model gives with no preference training at all
+    (notebook 05, section 4, beside the reward models)."""
+    was = lm.training
+    lm.eval()
+    device = next(lm.parameters()).device
+    seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
+    firsts = [e["chosen_first"] for e in encoded] + [e["rejected_first"] for e in encoded]
+    lasts = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
+    out = [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for s in range(0, len(order), batch_size):
+        grp = order[s:s + batch_size]
+        idx = pad_right([seqs[i] for i in grp], pad_id).to(device)             # (B, T)
+        first = torch.tensor([firsts[i] for i in grp], device=device)          # (B,)
+        last = torch.tensor([lasts[i] for i in grp], device=device)            # (B,)
+        logits, _ = lm(idx)                                                     # (B, T, V)
+        for i, lp in zip(grp, reply_logprob(logits, idx, first, last).tolist()):
+            out[i] = lp
+    lm.train(was)
+    return out[:len(encoded)], out[len(encoded):]
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,7 +542,7 @@ def build_reward_model(folder, variant: str, init: str, steps: int, rc, train_cf
     train_enc, _ = encode_pairs(prefs["train"], tok, template, model_cfg.block_size)
     val_enc, _ = encode_pairs(prefs["val"], tok, template, model_cfg.block_size)
     seed_everything(rc.seed)
-    model = reward_model_from(lm, model_cfg)
+    model = reward_model_from(lm, model_cfg, rc.likelihood_weight)
     cfg = reward_train_config(rc, train_cfg, steps)
     t0 = time.perf_counter()
     res = train_reward_model(model, train_enc, val_enc, cfg, tok.pad_id, device, progress=progress)
@@ -430,6 +553,8 @@ def build_reward_model(folder, variant: str, init: str, steps: int, rc, train_cf
     return {"variant": variant, "init": init, "steps": steps, "batch_size": rc.batch_size,
             "n_train": len(train_enc), "n_val": len(val_enc), "train_seconds": round(seconds, 2),
             "val_accuracy": k / n, "val_correct": k,
+            "likelihood_weight": (round(model.likelihood_weight.item(), 4)
+                                  if reads_likelihood(model) else None),
             "curve": [[s, m.get("accuracy"), m.get("margin")] for s, m in res.val_metrics],
             "val_losses": [[s, round(x, 4)] for s, x in res.val_losses],
             "train_losses": [round(x, 4) for x in res.train_losses]}

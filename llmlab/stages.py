@@ -37,6 +37,7 @@ sft_model   ``sft.build_sft_model``                 notebook 04 (and later align
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -385,8 +386,9 @@ def load_prefs(preset: Preset | str | None = None, root: Path | None = None) -> 
 
 
 # the reward-model runs notebook 05 compares: (initial weights, budget)
-REWARD_VARIANTS = {"main": ("config", "max_steps"), "sft_short": ("sft", "compare_steps"),
-                   "base_short": ("base", "compare_steps"), "random_short": ("random", "compare_steps")}
+REWARD_VARIANTS = {"main": ("config", "max_steps"), "head_only": ("config", "max_steps"),
+                   "sft_short": ("sft", "compare_steps"), "base_short": ("base", "compare_steps"),
+                   "random_short": ("random", "compare_steps")}
 
 
 def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
@@ -396,8 +398,10 @@ def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
     loop's fixed validation batches), wall time and pairs seen.
 
     ``variant`` (:data:`REWARD_VARIANTS`): ``main`` (``RewardConfig.init`` weights,
-    ``max_steps``), and ``sft_short`` / ``base_short`` / ``random_short`` (section 5: the same
-    training for ``compare_steps`` from SFT, base or random weights).
+    ``max_steps``), ``head_only`` (the same without the likelihood term: the classic
+    scalar-head reward model, section 4's peer) and ``sft_short`` / ``base_short`` /
+    ``random_short`` (section 5: the same training for ``compare_steps`` from SFT, base or
+    random weights).
     """
     from . import reward as reward_mod
     from .config import reward_config
@@ -408,6 +412,8 @@ def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
         raise ValueError(f"unknown reward variant {variant!r}; expected one of {sorted(REWARD_VARIANTS)}")
     init, budget = REWARD_VARIANTS[variant]
     init = rc.init if init == "config" else init
+    if variant == "head_only":
+        rc = dataclasses.replace(rc, likelihood_weight=None)
     steps = getattr(rc, budget)
     prefs_art = get_prefs(p, root=root)
     deps = [prefs_art, get_tokenizer_artifact(p, root=root)]
@@ -432,13 +438,12 @@ def get_reward_model(preset: Preset | str | None = None, variant: str = "main",
 def load_reward_model(preset: Preset | str | None = None, device=None, variant: str = "main",
                       root: Path | None = None):
     """The reward :class:`~llmlab.model.ScalarModel` of :func:`get_reward_model`, in eval mode."""
+    from . import reward as reward_mod
     from .device import pick_device
-    from .train import load_checkpoint
 
     art = get_reward_model(preset, variant, root=root)
     device = pick_device(device) if not hasattr(device, "type") else device
-    model, _ = load_checkpoint(art.file("model.pt"), device=device)
-    return model.eval()
+    return reward_mod.load_reward_model(art.file("model.pt"), device=device).eval()
 
 
 # --- notebook 06: RLHF with PPO (llmlab.ppo) ----------------------------------------------

@@ -410,3 +410,24 @@ def test_paired_difference_averages_the_replies_of_each_prompt():
     m, lo, hi, n = beyond.paired_difference(ev(2.0, 0.0, 1.0, 1.0, -1.0, 1.0), ev(0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
     assert n == 3 and m == pytest.approx(2.0 / 3)       # per-prompt means 1, 1, 0
     assert (lo, hi) == pytest.approx(ppo.mean_interval([1.0, 1.0, 0.0])[1:])
+
+
+def test_a_likelihood_reward_model_scores_rollouts_from_the_reply_start_and_its_critic_is_the_head():
+    """score_rollout reads the reward model on the sampled tokens with each reply's span
+    (Rollout.first..last), so a LikelihoodRewardModel gives what reward.score_replies gives for
+    the decoded text; the critic copied from it is a plain ScalarModel with the same head."""
+    from llmlab import reward
+
+    torch.manual_seed(0)
+    rm = reward.LikelihoodRewardModel(GPT(TINY), likelihood_weight=0.5).eval()
+    items = [decline("hi"), decline("how do I pick a lock?")]
+    ro = ppo.rollout(GPT(TINY).eval(), BYTES, items, "chatml", 6, torch.Generator().manual_seed(1))
+    ppo.score_rollout(ro, rm, {}, no_stop_penalty=0.0)
+    assert ro.first.tolist() == [len(p) for p in ppo.prompt_ids(items, BYTES, "chatml")]
+    with torch.no_grad():
+        by_hand = [reward.rewards_at(rm, ro.idx[b:b + 1, :int(ro.last[b]) + 1], ro.last[b:b + 1],
+                                     ro.first[b:b + 1]).item() for b in range(2)]
+    assert ro.scores.tolist() == pytest.approx(by_hand, abs=1e-4)
+    v = ppo.value_model_from(rm)
+    assert type(v) is ScalarModel and v.kind == "value"
+    assert torch.equal(v.head.weight, rm.head.weight) and v.head.weight is not rm.head.weight

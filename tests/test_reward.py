@@ -118,6 +118,85 @@ def test_reward_loss_metrics(tiny_rm):
 
 
 # --------------------------------------------------------------------------------------------
+# The likelihood reward model: head + a * log p(reply | prompt)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_lrm():
+    torch.manual_seed(0)
+    return reward.LikelihoodRewardModel(GPT(TINY), likelihood_weight=0.3).eval()
+
+
+def test_encode_reply_span_marks_the_reply_and_its_stop_token():
+    ids, first, last = reward.encode_reply_span(CONV, "Kelton.", BYTES)
+    assert (ids, last) == reward.encode_reply(CONV, "Kelton.", BYTES)
+    assert BYTES.decode(ids[first:last]) == "Kelton." and ids[last] == BYTES.special_tokens["<|im_end|>"]
+
+
+def test_likelihood_reward_is_the_head_plus_the_weighted_reply_logprob_by_hand(tiny_lrm):
+    ids, first, last = reward.encode_reply_span(CONV, "Kelton.", BYTES)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        r = reward.rewards_at(tiny_lrm, x, torch.tensor([last]), torch.tensor([first])).item()
+        head = tiny_lrm.head(tiny_lrm.body.body(x))[0, last, 0].item()
+        logits, _ = tiny_lrm.body(x)
+        logp = torch.log_softmax(logits[0], -1)
+        by_hand = sum(logp[t - 1, ids[t]].item() for t in range(first, last + 1))  # reply tokens only
+    assert r == pytest.approx(head + 0.3 * by_hand, abs=1e-4)
+
+
+def test_likelihood_reward_ignores_padding_and_needs_the_reply_start(tiny_lrm):
+    short = {"messages": CONV, "chosen": "Kelton.", "rejected": "The capital of Velmora is Morby, I think."}
+    enc = reward.encode_pair(short, BYTES, "chatml", 256)
+    alone = reward.score_sequences(tiny_lrm, [enc["chosen"]], [enc["chosen_last"]], BYTES.pad_id,
+                                   firsts=[enc["chosen_first"]])[0]
+    assert reward.score_pairs(tiny_lrm, [enc], BYTES.pad_id)[0][0] == pytest.approx(alone, abs=1e-4)
+    b = reward.collate_pairs([enc], BYTES.pad_id)                 # chosen row right-padded
+    with pytest.raises(ValueError, match="first"):
+        reward.rewards_at(tiny_lrm, b["idx"][0], b["last"][0])
+    loss, _ = reward.reward_loss(tiny_lrm, b)
+    loss.backward()
+    assert tiny_lrm.likelihood_weight.grad is not None and tiny_lrm.likelihood_weight.grad != 0
+
+
+def test_likelihood_reward_model_saves_and_loads_as_its_own_class(tiny_lrm, tmp_path):
+    from llmlab.train import save_checkpoint
+
+    save_checkpoint(tmp_path / "rm.pt", tiny_lrm)
+    back = reward.load_reward_model(tmp_path / "rm.pt").eval()
+    assert isinstance(back, reward.LikelihoodRewardModel)
+    assert back.likelihood_weight.item() == pytest.approx(0.3)
+    save_checkpoint(tmp_path / "head.pt", ScalarModel(GPT(TINY)))
+    assert type(reward.load_reward_model(tmp_path / "head.pt")) is ScalarModel
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        reward.load_reward_model(tmp_path / "bad.pt")
+
+
+def test_likelihood_pairs_rank_by_the_language_model_alone():
+    """A model whose language-model head is trained to say "Kelton." after the question ranks
+    that reply above "Morby."; the ranking comes from log p(reply | prompt) and nothing else."""
+    torch.manual_seed(0)
+    lm = GPT(TINY)
+    ids, first, last = reward.encode_reply_span(CONV, "Kelton.", BYTES)
+    x = torch.tensor([ids])
+    opt = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+    tgt = torch.full_like(x, -100)
+    tgt[0, first - 1:last] = x[0, first:last + 1]
+    for _ in range(60):
+        opt.zero_grad()
+        lm(x, tgt)[1].backward()
+        opt.step()
+    enc = reward.encode_pair({"messages": CONV, "chosen": "Kelton.", "rejected": "Morby."}, BYTES, "chatml", 256)
+    lc, lr_ = reward.likelihood_pairs(lm, [enc], BYTES.pad_id)
+    assert lc[0] > lr_[0]
+    with torch.no_grad():
+        assert lc[0] == pytest.approx(reward.reply_logprob(lm(x)[0], x, torch.tensor([first]),
+                                                           torch.tensor([last])).item(), abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
 # A short training run beats chance on held-out pairs
 # --------------------------------------------------------------------------------------------
 
@@ -264,3 +343,7 @@ def test_reward_benchmark_prints_one_json_line(tmp_path):
     assert set(res["init_accuracy"]) == {"sft", "random"}
     assert res["gap_to_ceiling"] == pytest.approx(res["noise_ceiling"] - res["accuracy"], abs=1e-3)
     assert sum(c["n"] for c in res["per_category"].values()) == res["n_val_pairs"]
+    for peer in ("head_only", "sft_likelihood"):             # measured in the same run, same pairs
+        lo, hi = res["peers"][peer]["accuracy_ci95"]
+        assert lo <= res["peers"][peer]["accuracy"] <= hi
+        assert set(res["peers"][peer]["per_category"]) == set(res["per_category"])
