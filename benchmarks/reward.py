@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         "per_category": {c: {"accuracy": round(k / n, 4), "n": n} for c, (k, n) in ev["per_category"].items()},
         "spearman_gold": round(ev["spearman"], 4), "n_fresh": ev["n_fresh"], "ece": round(ev["ece"], 4),
         "likelihood_weight": {"start": rc.likelihood_weight,
-                              "end": round(float(model.likelihood_weight), 4)},
+                              "end": round(model.likelihood_weight.item(), 4)},
         "peers": {
             "head_only": {"accuracy": round(ev_head["accuracy"], 4),
                           "accuracy_ci95": [round(x, 4) for x in reward.wilson_interval(ev_head["correct"], ev_head["n"])],

@@ -96,9 +96,14 @@ def plot_dynamics(d: dict, vocab_size: int | None = None):
     ax[1].axhline(after, ls="--", c="C3", lw=1, label=f"... after SFT ({after:.2f})")
     ax[1].set(title="2. Supervised fine-tuning", xlabel="optimiser step", ylabel="loss (nats per token)")
     q = d["ppo"]
-    ax[2].plot(q["iteration"], q["proxy"], "s--", ms=3, label="proxy (reward model)")
-    ax[2].plot(q["iteration"], q["gold"], "o-", ms=3, label="gold judge")
-    ax[2].set(title="3a. PPO: reward of each rollout", xlabel="PPO iteration", ylabel="mean reward per reply")
+    # the two rewards are on different scales (the RM's includes a summed log-likelihood), so
+    # each is drawn as its change since the first rollout
+    ax[2].plot(q["iteration"], [x - q["proxy"][0] for x in q["proxy"]], "s--", ms=3,
+               label="proxy (reward model)")
+    ax[2].plot(q["iteration"], [x - q["gold"][0] for x in q["gold"]], "o-", ms=3, label="gold judge")
+    ax[2].axhline(0, c="grey", lw=0.8)
+    ax[2].set(title="3a. PPO: reward of each rollout", xlabel="PPO iteration",
+              ylabel="change since the first rollout")
     kl_ax = ax[2].twinx()
     kl_ax.plot(q["iteration"], q["kl"], "^:", ms=3, c="C3", label="KL to SFT (right axis)")
     kl_ax.set_ylabel("KL per reply (nats)")

@@ -495,9 +495,11 @@ def rollout(policy: GPT, tok, items: list[dict], template: str, max_new_tokens: 
 
 @torch.no_grad()
 def score_rollout(ro: Rollout, rm: ScalarModel, values: dict, no_stop_penalty: float) -> Rollout:
-    """Step 2: the reward model's score of each episode, read at its last reply token on the
-    very tokens the policy sampled, minus ``no_stop_penalty`` for a reply that never ended its
-    turn (it hit the length limit); and the gold judge's score of the decoded reply, logged."""
+    """Step 2: the reward model's score of each episode on the very tokens the policy sampled
+    (its head read at the reply's last token, plus, for a
+    :class:`~llmlab.reward.LikelihoodRewardModel`, its weighted log p of the reply's tokens),
+    minus ``no_stop_penalty`` for a reply that never ended its turn (it hit the length limit);
+    and the gold judge's score of the decoded reply, logged."""
     was = rm.training
     rm.eval()
     r = reward.rewards_at(rm, ro.idx, ro.last, ro.first)                       # (B,)
@@ -755,7 +757,7 @@ def ppo_iteration(ac: ActorCritic, ref: GPT, rm: ScalarModel, tok, items: list[d
 
     # 1) generate: one reply per prompt, sampled at temperature 1 with the KV cache
     ro = rollout(ac.policy, tok, items, template, c.max_new_tokens, generator)
-    # 2) score: the reward model at the last reply token; the gold judge only logged
+    # 2) score: the reward model on each reply (head + a log p, notebook 05); gold only logged
     score_rollout(ro, rm, values, c.no_stop_penalty)
     with torch.no_grad():
         was = ac.training
