@@ -38,7 +38,9 @@ def test_plot_draws_each_series_from_the_histories():
     fig = journey.plot_dynamics(d, vocab_size=256)
     lines = {line.get_label(): list(line.get_ydata()) for ax in fig.axes for line in ax.get_lines()}
     assert lines["train"] == [6.0, 5.0, 4.5, 4.2] and lines["held out"] == [5.1, 4.3]
-    assert lines["proxy (reward model)"] == pytest.approx([0.1, 0.2, 0.3])
+    # proxy and gold are on different scales: each drawn as its change since the first rollout
+    assert lines["proxy (reward model)"] == pytest.approx([0.0, 0.1, 0.2])
+    assert lines["gold judge"] == pytest.approx([0.0, 0.05, 0.1])
     assert lines["KL to SFT (right axis)"] == pytest.approx([0.3, 0.6, 0.9])
     assert lines["implicit-reward margin"] == [0.0, 0.4]
     assert lines["ln V (uniform guess)"][0] == pytest.approx(math.log(256))
