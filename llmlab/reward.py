@@ -1,23 +1,29 @@
 """The reward model: a transformer that scores a (prompt, reply) with one number (notebook 05).
 
-A reward model is the SFT model with its language-model head replaced by a scalar head
+The classic reward model is the SFT model with its language-model head replaced by a scalar head
 (:class:`llmlab.model.ScalarModel`), read at the **last token of the reply** -- the chat
 template's stop token, which has attended to the whole prompt and reply (InstructGPT, Ouyang
-et al. 2022, Sec. 3.5). It learns from preference pairs with the Bradley-Terry loss
+et al. 2022, Sec. 3.5). This series' reward model, :class:`LikelihoodRewardModel`, adds the
+reply's log-likelihood under the body's own language-model head with a learned weight,
+``R(x, y) = w . h_last + b + a log p(y | x)``: on held-out entities the head alone cannot tell a
+right fact from a wrong one, the language model can (notebook 05, section 4, measures both).
+Either learns from preference pairs with the Bradley-Terry loss
 
     loss = -log sigmoid(R(x, y_w) - R(x, y_l))            (InstructGPT, Eq. 1)
 
 so that ``sigmoid(R_w - R_l)`` predicts which reply the annotator picked. This module holds
 
 1. the objective (notebook 05, section 3): :func:`encode_pair` (prompt + reply tokens and the
-   index of the reply's last token), :func:`reward_batch_fn` (right-padded batches),
-   :func:`rewards_at` (the scalar head read at one position per row), :func:`bt_loss` (the
+   indices of the reply's first and last tokens), :func:`reward_batch_fn` (right-padded
+   batches), :func:`rewards_at` (the scalar head read at one position per row, plus the
+   likelihood term of a :class:`LikelihoodRewardModel`, :func:`reply_logprob`), :func:`bt_loss` (the
    formula above as a pure function of two reward tensors) and :func:`reward_loss` (the
    ``loss_fn`` for :func:`llmlab.train.train`, the loop every stage shares);
 2. the recipe: :func:`train_reward_model` from SFT, base or random weights (sections 3 and 5);
 3. the measurements (sections 4 and 6): :func:`score_pairs`, :func:`score_replies`,
    :func:`pair_accuracy`, :func:`wilson_interval`, :func:`length_baseline`,
-   :func:`calibration_bins`, :func:`spearman`, :func:`length_slope`.
+   :func:`calibration_bins`, :func:`spearman`, :func:`length_slope`, and
+   :func:`likelihood_pairs` (the ranking a language model gives with no preference training).
 """
 from __future__ import annotations
 
