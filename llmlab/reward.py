@@ -147,18 +147,19 @@ class LikelihoodRewardModel(ScalarModel):
     doctor" is true of a held-out entity is what the language model predicts at the token
     "doctor"; a head reading one hidden state after the reply would have to learn that
     comparison from the pairs, and from a few thousand pairs about other entities it does not
-    (notebook 05 measures both). ``kind="value"`` copies (PPO's critic) read the head only.
+    (notebook 05 measures both). PPO's critic copies the body and head only
+    (:func:`llmlab.ppo.value_model_from`).
     """
 
-    def __init__(self, body: GPT, likelihood_weight: float = 0.0, kind: str = "reward"):
-        super().__init__(body, kind)
+    def __init__(self, body: GPT, likelihood_weight: float = 0.0):
+        super().__init__(body, kind="reward")
         self.likelihood_weight = torch.nn.Parameter(torch.tensor(float(likelihood_weight)))
 
     def forward(self, idx: torch.Tensor, first: torch.Tensor | None = None,
                 last: torch.Tensor | None = None) -> torch.Tensor:
         """``idx`` (B, T) -> the head at every position (B, T); with ``first`` and ``last``
         (B,) -> the reward of each row's reply ``first..last`` (B,)."""
-        if first is None or last is None or self.kind == "value":
+        if first is None or last is None:
             return super().forward(idx)
         h = self.body.body(idx)                                                # (B, T, C)
         r = gather_at(self.head(h).squeeze(-1).float(), last)                  # (B,)
@@ -274,14 +275,10 @@ def train_reward_model(model: ScalarModel, train_enc: list[dict], val_enc: list[
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def score_sequences(model: ScalarModel, seqs: list[list[int]], lasts: list[int], pad_id: int,
-                    batch_size: int = 64, firsts: list[int] | None = None) -> list[float]:
-    """Rewards of token sequences read at ``lasts`` (sequences sorted by length into batches);
-    ``firsts`` (each reply's first token) is needed by a :class:`LikelihoodRewardModel`."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
+def _in_batches(seqs: list[list[int]], firsts: list[int] | None, lasts: list[int], pad_id: int,
+                score: Callable, device, batch_size: int) -> list[float]:
+    """``score(idx (B, T), first (B,) or None, last (B,)) -> (B,)`` over token sequences sorted
+    by length into right-padded batches; the results come back in the order of ``seqs``."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     out = [0.0] * len(seqs)
     for s in range(0, len(order), batch_size):
@@ -289,17 +286,36 @@ def score_sequences(model: ScalarModel, seqs: list[list[int]], lasts: list[int],
         idx = pad_right([seqs[i] for i in grp], pad_id).to(device)             # (B, T)
         last = torch.tensor([lasts[i] for i in grp], device=device)            # (B,)
         first = None if firsts is None else torch.tensor([firsts[i] for i in grp], device=device)
-        for i, r in zip(grp, rewards_at(model, idx, last, first).tolist()):
+        for i, r in zip(grp, score(idx, first, last).tolist()):
             out[i] = r
+    return out
+
+
+@torch.no_grad()
+def score_sequences(model: ScalarModel, seqs: list[list[int]], lasts: list[int], pad_id: int,
+                    batch_size: int = 64, firsts: list[int] | None = None) -> list[float]:
+    """Rewards of token sequences read at ``lasts`` (sequences sorted by length into batches);
+    ``firsts`` (each reply's first token) is needed by a :class:`LikelihoodRewardModel`."""
+    was = model.training
+    model.eval()
+    out = _in_batches(seqs, firsts, lasts, pad_id,
+                      lambda idx, first, last: rewards_at(model, idx, last, first),
+                      next(model.parameters()).device, batch_size)
     model.train(was)
     return out
 
 
+def _pair_sequences(encoded: list[dict]) -> tuple[list, list, list]:
+    """Every chosen reply's sequence, first and last index, then every rejected reply's."""
+    seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
+    firsts = [e["chosen_first"] for e in encoded] + [e["rejected_first"] for e in encoded]
+    lasts = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
+    return seqs, firsts, lasts
+
+
 def score_pairs(model: ScalarModel, encoded: list[dict], pad_id: int) -> tuple[list, list]:
     """``(rewards of the chosen replies, rewards of the rejected replies)``."""
-    seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
-    lasts = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
-    firsts = [e["chosen_first"] for e in encoded] + [e["rejected_first"] for e in encoded]
+    seqs, firsts, lasts = _pair_sequences(encoded)
     r = score_sequences(model, seqs, lasts, pad_id, firsts=firsts)
     return r[:len(encoded)], r[len(encoded):]
 
@@ -324,20 +340,10 @@ def likelihood_pairs(lm: GPT, encoded: list[dict], pad_id: int, batch_size: int 
     (notebook 05, section 4, beside the reward models)."""
     was = lm.training
     lm.eval()
-    device = next(lm.parameters()).device
-    seqs = [e["chosen"] for e in encoded] + [e["rejected"] for e in encoded]
-    firsts = [e["chosen_first"] for e in encoded] + [e["rejected_first"] for e in encoded]
-    lasts = [e["chosen_last"] for e in encoded] + [e["rejected_last"] for e in encoded]
-    out = [0.0] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for s in range(0, len(order), batch_size):
-        grp = order[s:s + batch_size]
-        idx = pad_right([seqs[i] for i in grp], pad_id).to(device)             # (B, T)
-        first = torch.tensor([firsts[i] for i in grp], device=device)          # (B,)
-        last = torch.tensor([lasts[i] for i in grp], device=device)            # (B,)
-        logits, _ = lm(idx)                                                     # (B, T, V)
-        for i, lp in zip(grp, reply_logprob(logits, idx, first, last).tolist()):
-            out[i] = lp
+    seqs, firsts, lasts = _pair_sequences(encoded)
+    out = _in_batches(seqs, firsts, lasts, pad_id,
+                      lambda idx, first, last: reply_logprob(lm(idx)[0], idx, first, last),
+                      next(lm.parameters()).device, batch_size)
     lm.train(was)
     return out[:len(encoded)], out[len(encoded):]
 
