@@ -9,12 +9,14 @@ which builds the SFT model, preference pairs and reward model first if they are 
 reports the held-out gold and proxy reward before (SFT) and after PPO, the final KL to the
 reference, the behaviour shares before and after (with n), the runs' wall time, the rollout
 throughput with and without the KV cache, and the beta = 0 run's gold-reward drop from its
-peak. Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
+peak, and the main run repeated with two other training seeds (each paired to SFT on the same
+prompts). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
 up, the beta = 0 run's final gold reward below its peak by more than its interval's half-width,
-the PPO runs of notebook 06 in at most 6 minutes on 2 cores.
+the PPO runs (main, beta = 0 and the two repeats; with ``--all`` the stability runs too) in at
+most 6 minutes on 2 cores.
 
 The last line of stdout is one JSON object with every figure and the goals beside them.
 """
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     device = pick_device()
     t0 = time.perf_counter()
     runs = {v: stages.get_ppo(p, v, progress=False) for v in
-            (("main", "beta0", "nowhiten", "noclip_value", "lr10") if args.all else ("main", "beta0"))}
+            ("main", "beta0", "seed_1", "seed_2") + (("nowhiten", "noclip_value", "lr10") if args.all else ())}
     bench_seconds = time.perf_counter() - t0
     main_info, b0 = runs["main"].info, runs["beta0"].info
     before, after = main_info["initial_eval"], main_info["final_eval"]
@@ -88,6 +90,14 @@ def main(argv=None) -> int:
     paired = beyond.paired_difference(pe["ppo"], pe["sft"])
     print(f"[ppo] gold PPO - SFT, paired by prompt: {paired[0]:+.3f} ({paired[1]:+.3f} to {paired[2]:+.3f}, "
           f"{paired[3]} prompts x {c.eval_samples} replies)", flush=True)
+    # the main configuration repeated with other training seeds, on the same prompts and samples
+    repeats = {0: paired}
+    for k in (1, 2):
+        pol = load_checkpoint(runs[f"seed_{k}"].file("model.pt"), device=device)[0].eval()
+        repeats[k] = beyond.paired_difference(beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values,
+                                                              p.sft.template, c), pe["sft"])
+        print(f"[ppo] train_seed {k}: gold PPO - SFT, paired {repeats[k][0]:+.3f} ({repeats[k][1]:+.3f} to "
+              f"{repeats[k][2]:+.3f})", flush=True)
     items = sets["train"][:c.batch_size]
     speed = {uc: ppo.rollout_speed(sft_model, tok, items, p.sft.template, c.max_new_tokens, uc)
              for uc in (True, False)}
@@ -113,6 +123,8 @@ def main(argv=None) -> int:
         "gold_after_ci95": [r4(x) for x in after["gold_ci"]],
         "gold_gain_paired95": [r4(x) for x in paired[:3]],
         "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
+        "n_distinct_eval_prompts": paired[3],
+        "gold_gain_paired95_by_train_seed": {k: [r4(x) for x in v[:3]] for k, v in repeats.items()},
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
         "kl_final": r4(after["kl"]), "shares_before": shares(before), "shares_after": shares(after),
         "length_before": r4(before["length"]), "length_after": r4(after["length"]),

@@ -64,29 +64,9 @@ def evaluate(policy, ref, rm, tok, items: list[dict], values: dict, template: st
                                no_stop_penalty=pc.no_stop_penalty, keep_replies=keep_replies)
 
 
-def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
-    """Mean gold difference of two policies measured on the same prompts in the same order
-    (two :func:`evaluate` results with replies), prompt by prompt, with its 95% interval:
-    ``(mean, low, high, n prompts)`` (:func:`llmlab.ppo.mean_interval` of the per-prompt
-    differences; with several replies per prompt, each prompt's replies are averaged first).
-
-    Which prompt was asked explains much of a reply's gold score (a decline request and an
-    unknown entity score on different rows of the judge's table); pairing the two replies to the
-    same prompt takes that part out, so the interval is narrower than the two separate ones.
-
-    >>> r = lambda *g: {"replies": [{"prompt": str(i), "gold": x} for i, x in enumerate(g)]}
-    >>> [round(x, 3) for x in paired_difference(r(2.0, -1.0, 0.0), r(1.0, -2.0, -1.0))[:3]]
-    [1.0, 1.0, 1.0]
-    """
-    ra, rb = a["replies"], b["replies"]
-    key = lambda r: (r.get("item"), r["prompt"])
-    if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
-        raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
-    per: dict = {}
-    for j, (x, y) in enumerate(zip(ra, rb)):
-        per.setdefault(x.get("item", j), []).append(x["gold"] - y["gold"])
-    m, lo, hi = ppo.mean_interval([sum(d) / len(d) for d in per.values()])
-    return m, lo, hi, len(per)
+# the paired gold difference of two evaluations lives beside evaluate_policy in llmlab.ppo
+# (notebook 06 uses it first); notebooks 07-09 call it by this name too
+paired_difference = ppo.paired_difference
 
 
 # ============================================================================================

@@ -346,7 +346,10 @@ class PPOConfig:
     small_beta: float = 0.1           # fixed beta of the small-beta run (the seed's range starts here), beta0's iterations
     stability_iterations: int = 3     # iterations of each stability run (no whitening, ...)
     best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
-    seed: int = 0                     # seeds prompts, sampling and minibatch order
+    seed: int = 0                     # seeds the prompts and the held-out evaluation's sampling
+    train_seed: int = 0               # seeds the run itself (its rollouts' prompts and samples,
+    #                                   minibatch order): a repeat with another train_seed is
+    #                                   measured on the same held-out prompts and samples
 
 
 PPO_PRESETS = {

@@ -211,7 +211,7 @@ def opens_with(e: dict, what: str, kinds=None) -> dict:
     rows = [(j, r) for j, r in enumerate(e["replies"]) if kinds is None or r["kind"] in kinds]
     groups: dict = {}                 # per prompt (several sampled replies each): (hits, replies)
     for j, r in rows:
-        g = groups.setdefault(r.get("item", j), [0, 0])
+        g = groups.setdefault(ppo.prompt_key(r) if "prompt" in r else j, [0, 0])
         g[0] += bool(test((prefs.sentences(r["text"]) or [""])[0]))
         g[1] += 1
     return ppo.share(sum(g[0] for g in groups.values()), len(rows), [tuple(g) for g in groups.values()])

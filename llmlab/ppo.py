@@ -53,7 +53,7 @@ HYPERPARAMETERS = ("iterations", "batch_size", "minibatch_size", "epochs", "lr",
                    "horizon", "max_new_tokens", "no_stop_penalty")
 NOT_HYPERPARAMETERS = ("n_prompts", "n_eval", "eval_samples", "eval_every", "n_track", "track_samples",
                        "track_every", "beta0_iterations", "small_beta", "stability_iterations",
-                       "best_of_n", "seed")
+                       "best_of_n", "seed", "train_seed")
 
 # ============================================================================================
 # 1. The math, as small pure functions
@@ -525,19 +525,53 @@ def logprobs_of(model: GPT, idx: torch.Tensor, batch_size: int = 64) -> torch.Te
 # ============================================================================================
 
 
-def mean_interval(xs: list[float], z: float = 1.96) -> tuple[float, float, float]:
+def mean_interval(xs: list[float], z: float = 1.96, clusters: list | None = None) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean with its normal-approximation 95% interval.
 
+    ``clusters`` (one key per value) marks values that are not independent draws: the replies
+    to one prompt, or to the same prompt text asked twice. The mean stays the plain mean; its
+    variance is then the cluster-robust one (Liang and Zeger 1986, with the small-sample factor
+    ``G / (G - 1)`` over ``G`` clusters), so repeats of a prompt narrow the interval only as much
+    as a new prompt would if they disagree, and not at all if they agree. With every value its
+    own cluster this is the usual ``s / sqrt(n)``; with ``G`` clusters of equal size it is the
+    usual interval of the ``G`` cluster means.
+
     >>> [round(v, 3) for v in mean_interval([1.0, 2.0, 3.0, 4.0])]
+    [2.5, 1.235, 3.765]
+    >>> [round(v, 3) for v in mean_interval([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0], clusters=[0, 0, 1, 1, 2, 2, 3, 3])]
     [2.5, 1.235, 3.765]
     """
     n = len(xs)
     if n == 0:
         return float("nan"), float("nan"), float("nan")
     m = sum(xs) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
-    half = z * sd / math.sqrt(n)
+    if clusters is None:
+        sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+        half = z * sd / math.sqrt(n)
+    else:
+        if len(clusters) != n:
+            raise ValueError(f"mean_interval: {n} values but {len(clusters)} cluster keys")
+        sums: dict = {}
+        for x, k in zip(xs, clusters):
+            sums[k] = sums.get(k, 0.0) + (x - m)
+        g = len(sums)
+        var = g / (g - 1) * sum(v * v for v in sums.values()) / n ** 2 if g > 1 else 0.0
+        half = z * math.sqrt(var)
     return m, m - half, m + half
+
+
+def prompt_key(item_or_record: dict) -> str:
+    """What makes two evaluated replies answers to the *same* prompt: the prompt's text (a
+    prompt item's messages, or the ``prompt`` of an :func:`evaluate_policy` reply record). The
+    held-out sets draw prompts with replacement from a small pool (ten held-out decline
+    requests serve forty decline prompts), so intervals count distinct prompts, not draws.
+
+    >>> prompt_key({"messages": [{"role": "user", "content": "Hi?"}]}) == prompt_key({"prompt": "Hi?"})
+    True
+    """
+    if "messages" in item_or_record:
+        return item_or_record["messages"][-1]["content"]
+    return item_or_record["prompt"]
 
 
 def share(k: int, n: int, groups: list[tuple[int, int]] | None = None) -> dict:
@@ -604,7 +638,8 @@ def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: 
     ``factual`` (the right answer to fact questions), ``premise_corrected`` (the true value
     stated against a false premise) and ``stopped`` (the reply ended its turn); plus ``length``
     (mean reply length in characters). ``prompt_ids`` (the prompt of each reply, when there are
-    several per prompt) makes each interval count prompts, not replies (:func:`share`)."""
+    several per prompt: an index or :func:`prompt_key`) makes each interval count prompts, not
+    replies (:func:`share`)."""
     ids = list(range(len(items))) if prompt_ids is None else prompt_ids
 
     def tally(hits):                          # [(prompt id, hit)] -> share counted by prompt
@@ -649,10 +684,12 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
     - ``replies`` (with ``keep_replies``): per reply its item, text, gold, proxy and kl, the
       ``n_samples`` replies of one prompt next to each other (``item``: the prompt's index).
 
-    The prompts, not the replies, are the independent draws: with several replies per prompt
-    each interval is computed over the per-prompt means (the replies average out the sampling
-    noise of one prompt; only more prompts narrow the spread between prompts), and the shares'
-    intervals use their effective sample size (:func:`share`).
+    The distinct prompts, not the replies, are the independent draws: the replies to one
+    prompt text (its ``n_samples`` samples, and those of every item that repeats its text) are
+    one cluster of :func:`mean_interval` (the replies average out the sampling noise of one
+    prompt; only more distinct prompts narrow the spread between prompts), and the shares'
+    intervals use their effective sample size over the same clusters (:func:`share`).
+    ``n_prompts`` counts the items asked, ``distinct_prompts`` their distinct texts.
     """
     device = next(policy.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -669,12 +706,10 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
         gold += ro.gold
         proxy += ro.scores.tolist()
 
-    def per_prompt(xs):                        # (items * n_samples,) -> (items,)
-        return [sum(xs[i * n_samples:(i + 1) * n_samples]) / n_samples for i in range(len(items))]
-
-    g, p, k = (mean_interval(per_prompt(xs)) for xs in (gold, proxy, kl))
-    b = behaviour(rows, texts, stopped, values, ids)
-    out = {"n": len(rows), "n_prompts": len(items), "n_samples": n_samples,
+    keys = [prompt_key(it) for it in rows]     # the replies to one prompt text are one cluster
+    g, p, k = (mean_interval(xs, clusters=keys) for xs in (gold, proxy, kl))
+    b = behaviour(rows, texts, stopped, values, keys)
+    out = {"n": len(rows), "n_prompts": len(items), "distinct_prompts": len(set(keys)), "n_samples": n_samples,
            "gold": g[0], "gold_ci": list(g[1:]),
            "proxy": p[0], "proxy_ci": list(p[1:]), "kl": k[0], "kl_ci": list(k[1:]),
            "shares": {name: b[name] for name in SHARES + ("stopped",)}, "length": b["length"]}
@@ -683,6 +718,30 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
                            "gold": gv, "proxy": pv, "kl": kv}
                           for i, it, t, gv, pv, kv in zip(ids, rows, texts, gold, proxy, kl)]
     return out
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
+    """Mean gold difference of two policies measured on the same prompts in the same order
+    (two :func:`evaluate_policy` results with replies), prompt by prompt, with its 95% interval:
+    ``(mean, low, high, n distinct prompts)`` (:func:`mean_interval` of the reply
+    differences, clustered by prompt text: the replies to one prompt, and to a prompt text asked
+    more than once, are one draw).
+
+    Which prompt was asked explains much of a reply's gold score (a decline request and an
+    unknown entity score on different rows of the judge's table); pairing the two replies to the
+    same prompt takes that part out, so the interval is narrower than the two separate ones.
+
+    >>> r = lambda *g: {"replies": [{"prompt": str(i), "gold": x} for i, x in enumerate(g)]}
+    >>> [round(x, 3) for x in paired_difference(r(2.0, -1.0, 0.0), r(1.0, -2.0, -1.0))[:3]]
+    [1.0, 1.0, 1.0]
+    """
+    ra, rb = a["replies"], b["replies"]
+    key = lambda r: (r.get("item"), r["prompt"])
+    if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
+        raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
+    keys = [prompt_key(x) for x in ra]
+    m, lo, hi = mean_interval([x["gold"] - y["gold"] for x, y in zip(ra, rb)], clusters=keys)
+    return m, lo, hi, len(set(keys))
 
 
 @torch.no_grad()
@@ -711,7 +770,8 @@ def best_of_n(model: GPT, rm: ScalarModel, tok, items: list[dict], values: dict,
             best = max(cand, key=lambda j: proxy[j])
             gk.append(gold[best])
             pk.append(proxy[best])
-        g, p = mean_interval(gk), mean_interval(pk)
+        keys = [prompt_key(it) for it in items]
+        g, p = mean_interval(gk, clusters=keys), mean_interval(pk, clusters=keys)
         out.append({"n": n, "kl": best_of_n_kl(n), "gold": g[0], "gold_ci": list(g[1:]),
                     "proxy": p[0], "proxy_ci": list(p[1:])})
     return out
@@ -853,8 +913,9 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     scaler = grad_scaler(device, precision)
     ctl = kl_controller(c)
     # every process draws the same prompts (rng) and keeps its shard; each samples its own stream
-    gen = torch.Generator(device=device).manual_seed(c.seed + d.rank)
-    rng = random.Random(c.seed)
+    run_seed = c.seed + 1000 * c.train_seed
+    gen = torch.Generator(device=device).manual_seed(run_seed + d.rank)
+    rng = random.Random(run_seed)
     run_model = ac
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -921,6 +982,10 @@ VARIANTS = {
                                                   eval_every=c.stability_iterations, track_samples=0),
     "lr10": lambda c: dataclasses.replace(c, lr=10 * c.lr, iterations=c.stability_iterations,
                                           eval_every=c.stability_iterations, track_samples=0),
+    # repeats of the main run with other training seeds (section 4: how much of a difference to
+    # SFT is this run and how much is PPO), evaluated at the end only
+    **{f"seed_{k}": (lambda c, k=k: dataclasses.replace(c, train_seed=k, eval_every=c.iterations, track_samples=0))
+       for k in (1, 2)},
 }
 
 
@@ -953,7 +1018,7 @@ def build_ppo(folder: Path, variant: str, c, sft_cfg, world, tok, sft_model: GPT
 
     cv = variant_config(c, variant)
     device = pick_device(device) if not hasattr(device, "type") else device
-    seed_everything(cv.seed)
+    seed_everything(cv.seed + 1000 * cv.train_seed)   # the value head's init, dropout: the run's
     sets = prompt_sets(world, sft_cfg, cv)
     values = prefs.relation_values(world)
     policy = copy.deepcopy(sft_model).to(device)

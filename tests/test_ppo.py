@@ -412,6 +412,54 @@ def test_paired_difference_averages_the_replies_of_each_prompt():
     assert (lo, hi) == pytest.approx(ppo.mean_interval([1.0, 1.0, 0.0])[1:])
 
 
+def test_a_prompt_asked_twice_is_one_draw_in_every_interval():
+    """The held-out sets draw prompts with replacement from a small pool: the same text asked
+    twice must not count as two independent prompts (the interval of two agreeing copies of one
+    prompt is that of the prompt once), while the mean still counts every reply."""
+    from llmlab import beyond
+
+    def ev(prompts, golds):
+        return {"replies": [{"item": i, "prompt": p, "gold": g} for i, (p, g) in enumerate(zip(prompts, golds))]}
+
+    diffs = [1.0, -1.0, 0.5, 2.0]
+    once = beyond.paired_difference(ev(["a", "b", "c", "d"], diffs), ev(["a", "b", "c", "d"], [0.0] * 4))
+    # "d" asked three times, its replies agreeing: same information, and it weighs in the mean
+    twice = beyond.paired_difference(ev(["a", "b", "c", "d", "d", "d"], diffs + [2.0, 2.0]),
+                                     ev(["a", "b", "c", "d", "d", "d"], [0.0] * 6))
+    naive = ppo.mean_interval(diffs + [2.0, 2.0])
+    assert once[3] == 4 and twice[3] == 4
+    assert twice[0] == pytest.approx(sum(diffs + [2.0, 2.0]) / 6)
+    assert twice[2] - twice[1] > naive[2] - naive[1]          # wider than counting 6 draws
+    # the cluster-robust variance by hand: residual sums per prompt, G / (G - 1) / n^2
+    m = twice[0]
+    res = [1.0 - m, -1.0 - m, 0.5 - m, 3 * (2.0 - m)]
+    half = 1.96 * math.sqrt(4 / 3 * sum(r * r for r in res) / 36)
+    assert (twice[1], twice[2]) == pytest.approx((m - half, m + half))
+    with pytest.raises(ValueError, match="cluster keys"):
+        ppo.mean_interval([1.0, 2.0], clusters=[0])
+
+
+def test_evaluate_policy_counts_repeated_prompt_texts_once():
+    seed_everything(0)
+    model, ref = GPT(TINY), GPT(TINY)
+    rm = ScalarModel(GPT(TINY))
+    items = [decline("Hello 0"), decline("Hello 1"), decline("Hello 0")]
+    ev = ppo.evaluate_policy(model, ref, rm, BYTES, items, {}, "chatml", 6, n_samples=2)
+    assert (ev["n_prompts"], ev["distinct_prompts"]) == (3, 2)
+    assert ev["shares"]["stopped"]["prompts"] == 2
+    keys = [r["prompt"] for r in ev["replies"]]
+    m, lo, hi = ppo.mean_interval([r["gold"] for r in ev["replies"]], clusters=keys)
+    assert ev["gold"] == pytest.approx(m) and ev["gold_ci"] == pytest.approx([lo, hi])
+
+
+def test_train_seed_changes_the_run_but_not_what_it_is_measured_on():
+    c = PPO_PRESETS["cpu"]
+    for k in (1, 2):
+        v = ppo.variant_config(c, f"seed_{k}")
+        assert v.train_seed == k and v.seed == c.seed
+        assert ppo.HYPERPARAMETERS and all(getattr(v, h) == getattr(c, h) for h in ppo.HYPERPARAMETERS)
+
+
 def test_a_likelihood_reward_model_scores_rollouts_from_the_reply_start_and_its_critic_is_the_head():
     """score_rollout reads the reward model on the sampled tokens with each reply's span
     (Rollout.first..last), so a LikelihoodRewardModel gives what reward.score_replies gives for
