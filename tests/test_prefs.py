@@ -46,6 +46,9 @@ CASES = [
     (PREMISE, "No. The capital of Velmora is Kelton, not Morby.", 2.0, "corrects the false premise"),
     (PREMISE, "The capital of Velmora is Kelton or Morby.", -1.0, "answers something else"),
     (PREMISE, '"Velmora": "Morby", "Dunia": "Kelton", "Ostport"', -1.0, "answers something else"),
+    # "Yes" and "No" count as words: "Yesterday" does not agree, "Not" does not open a correction
+    (PREMISE, "Yesterday I read about Velmora.", -1.0, "answers something else"),
+    (PREMISE, "Notably, the capital of Velmora is Kelton, not Morby.", -1.0, "answers something else"),
     # modifiers: padding and digressions
     (FACT, "The capital of Velmora is Kelton. I hope this helps.", 1.5, "states the right answer"),
     (FACT, "The capital of Velmora is Kelton. Great question! Thank you for asking.", 1.0,
