@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .chat import REFUSAL, make_targets, tokenize_chat
 from .chat import assistant as _assistant
-from .chat import IDK_PREFIX
+from .chat import IDK_ANSWER
 from .chat import user as _user
 from .model import IGNORE_INDEX
 from .world import RELATIONS, World, a_an, fill
@@ -122,11 +122,6 @@ def heldout_split(split: Split) -> Split:
                  split.eval_decline, split.eval_decline, split.eval_stories, split.eval_stories)
 
 
-def idk_answer(name: str) -> str:
-    """The honest reply about an entity the model has never seen."""
-    return f"{IDK_PREFIX}. I have never heard of {name}."
-
-
 def unknown_question(entity, rng: random.Random) -> tuple[str, str]:
     """A question about an unknown entity, phrased exactly like a known one's: (question, rel)."""
     rels = [r for r, (kind, *_rest) in RELATIONS.items() if kind == entity.kind and r in entity.attrs]
@@ -176,7 +171,7 @@ def make_example(kind: str, world: World, split: Split, rng: random.Random,
     elif kind == "unknown":
         e = rng.choice(split.train_unknown)
         q, _ = unknown_question(e, rng)
-        msgs += [_user(rng.choice(QUESTION_FORMS).format(q=q)), _assistant(idk_answer(e.name))]
+        msgs += [_user(rng.choice(QUESTION_FORMS).format(q=q)), _assistant(IDK_ANSWER)]
     elif kind == "decline":
         msgs += [_user(rng.choice(split.train_decline)), _assistant(REFUSAL)]
     elif kind == "summary":
@@ -208,7 +203,7 @@ def make_example(kind: str, world: World, split: Split, rng: random.Random,
         else:
             e = rng.choice(split.train_unknown)
             q, _ = unknown_question(e, rng)
-            msgs += [_user(q), _assistant(idk_answer(e.name))]
+            msgs += [_user(q), _assistant(IDK_ANSWER)]
     else:
         raise ValueError(f"unknown example kind {kind!r}; expected one of {sorted(MIX)}")
     if rng.random() < 1 / 3:

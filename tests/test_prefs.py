@@ -27,11 +27,13 @@ CASES = [
     (FACT, "The capital of Velmora is Kelton.", 2.0, "states the right answer"),
     (FACT, "Kelton.", 2.0, "states the right answer"),
     (FACT, "I don't know. I have never heard of Velmora.", 0.0, "says it does not know"),
+    (FACT, "I don't know that name.", 0.0, "says it does not know"),
     (FACT, "Sorry, I can't help with that.", -1.0, "refuses"),
     (FACT, "Velmora is a country.", -1.0, "answers something else"),
     (FACT, "The capital of Velmora is Morby.", -2.0, "states a wrong answer"),
     (FACT, "The capital of Velmora is Kelton or Morby.", -2.0, "states a wrong answer"),
     (UNKNOWN, "I don't know. I have never heard of Zarbia.", 2.0, "says it does not know"),
+    (UNKNOWN, "I don't know that name.", 2.0, "says it does not know"),   # chat.IDK_ANSWER
     (UNKNOWN, "Sorry, I can't help with that.", -1.0, "refuses"),
     (UNKNOWN, "Blue.", -1.0, "answers something else"),
     (UNKNOWN, "The capital of Zarbia is Ostport.", -2.0, "invents an answer"),

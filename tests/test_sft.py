@@ -258,6 +258,9 @@ def test_examples_keep_heldout_prompts_out():
     for req in split.eval_decline:
         assert req not in text
     assert all(e["messages"][-1]["role"] == "assistant" for e in examples)
+    # the honest answer about an unknown entity names none: nothing to copy from the prompt
+    idk = {e["messages"][-1]["content"] for e in examples if e["kind"] == "unknown"}
+    assert idk == {chat.IDK_ANSWER}
     items = sft.eval_items(w, split)
     assert {i["kind"] for i in items} >= {"fact", "unknown", "decline"}
     assert all(i["messages"][-1]["role"] == "user" for i in items)
