@@ -18,7 +18,7 @@ def torchrun2(*args: str, timeout: int = 300, **env) -> subprocess.CompletedProc
     """``torchrun --nproc_per_node=2 <args>`` on a free local port, one thread per process,
     with this checkout on the path; asserts it exited 0 (showing the end of stderr if not)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **env)
-    for attempt in range(2):
+    for _ in range(2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
