@@ -15,7 +15,10 @@ preference pairs (``llmlab.stages.load_prefs``), timing each, and measures
   DPO's two models against PPO's four;
 - the main run repeated with the other batch-order seeds of ``DPOConfig.seeds`` (notebook 07's
   repeats), each paired to SFT: a paired interval covers the replies sampled and the prompts, not
-  the training run's own randomness, and the repeats show how far that moves the result.
+  the training run's own randomness, and the repeats show how far that moves the result;
+- the same DPO on the on-policy pairs alone (two of the SFT model's own samples each, the DPO
+  paper's setting; notebook 07's ``on_policy`` runs) at the main seed and each repeat's, paired
+  to SFT (reported beside the goal, which reads the main run on all pairs).
 
 Goals at the cpu preset: DPO (main beta) raises the gold reward over SFT (the paired 95% interval
 of its gold difference to SFT, prompt by prompt on the same prompts, lies above 0), uses at most half of
@@ -115,24 +118,37 @@ def main(argv=None) -> int:
                                  n_samples=pc.eval_samples, seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty)
     paired = beyond.paired_difference(main_e, sft_pe)[:3] if main_e is not None else (gain, float("nan"), float("nan"))
     separated = main_run["gold_ci95"][0] > sft_e["gold_ci"][1]
+    def rerun(seed: int, pairs: list[dict]) -> dict:
+        """DPO at the main beta with batch-order ``seed`` on ``pairs``, paired to SFT."""
+        seed_everything(seed)
+        policy = copy.deepcopy(sft_model).train()
+        ref = copy.deepcopy(sft_model).eval()
+        dpo.train_dpo(policy, ref, pairs, val_enc, dpo.dpo_train_config(dataclasses.replace(dc, seed=seed), p.train),
+                      tok.pad_id, dc.beta, device=device, progress=False, tok=tok, template=template)
+        e = ppo.evaluate_policy(policy.eval(), sft_model, rm, tok, items, values, template, pc.max_new_tokens,
+                                n_samples=pc.eval_samples, seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty)
+        d = beyond.paired_difference(e, sft_pe)[:3]
+        return {"seed": seed, "gold": round(e["gold"], 4), "kl": round(e["kl"], 4),
+                "gold_gain_paired95": [round(x, 4) for x in d]}
+
     # the main run again with other batch orders (as notebook 07's seed_<s> runs)
     repeats = []
     for s in dc.seeds:
         if s == dc.seed or main_e is None:
             continue
-        rc = dataclasses.replace(dc, seed=s)
-        seed_everything(rc.seed)
-        policy = copy.deepcopy(sft_model).train()
-        ref = copy.deepcopy(sft_model).eval()
-        dpo.train_dpo(policy, ref, data["train"], val_enc, dpo.dpo_train_config(rc, p.train), tok.pad_id,
-                      dc.beta, device=device, progress=False, tok=tok, template=template)
-        e = ppo.evaluate_policy(policy.eval(), sft_model, rm, tok, items, values, template, pc.max_new_tokens,
-                                n_samples=pc.eval_samples, seed=pc.seed + 1, no_stop_penalty=pc.no_stop_penalty)
-        d = beyond.paired_difference(e, sft_pe)[:3]
-        repeats.append({"seed": s, "gold": round(e["gold"], 4), "kl": round(e["kl"], 4),
-                        "gold_gain_paired95": [round(x, 4) for x in d]})
+        repeats.append(rerun(s, data["train"]))
+        d = repeats[-1]["gold_gain_paired95"]
         print(f"[dpo] repeat with batch-order seed {s}: gold - SFT {d[0]:+.3f} ({d[1]:+.3f} to {d[2]:+.3f})",
               flush=True)
+    # the same training on the on-policy pairs alone (two of the SFT model's own samples each,
+    # as in the DPO paper's setting; notebook 07's on_policy runs), at every batch-order seed
+    on_policy_pairs = dpo.select_pairs(data["train"], "on_policy")
+    on_policy = []
+    for s in (dc.seed, *dc.seeds) if on_policy_pairs else ():
+        on_policy.append(rerun(s, on_policy_pairs))
+        d = on_policy[-1]["gold_gain_paired95"]
+        print(f"[dpo] on-policy pairs only ({len(on_policy_pairs)}), batch-order seed {s}: gold - SFT "
+              f"{d[0]:+.3f} ({d[1]:+.3f} to {d[2]:+.3f}), KL {on_policy[-1]['kl']:.2f}", flush=True)
     gains = [paired[0]] + [r["gold_gain_paired95"][0] for r in repeats]
     out = {
         "benchmark": "dpo", "preset": p.name, "device": device.type, "threads": args.threads,
@@ -152,6 +168,8 @@ def main(argv=None) -> int:
         "repeats_of_main": repeats,
         "gold_gain_over_sft_range_main_and_repeats": [round(min(gains), 4), round(max(gains), 4)],
         "repeats_above_sft": sum(r["gold_gain_paired95"][1] > 0 for r in repeats),
+        "on_policy_pairs": {"n_train": len(on_policy_pairs), "runs": on_policy,
+                            "above_sft": sum(r["gold_gain_paired95"][1] > 0 for r in on_policy)},
         "goals": GOALS,
         "goals_met": {"gold_over_sft": bool(paired[1] > 0),
                       "max_memory_ratio": ratio <= GOALS["max_memory_ratio"],

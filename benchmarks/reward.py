@@ -6,7 +6,7 @@
 Trains the preset's reward model from the SFT model on the cached preference pairs
 (``llmlab.stages.get_prefs``; the pairs and the SFT model are built first if missing), timing
 the training, then measures it with ``llmlab.reward.evaluate``: held-out pairwise accuracy
-(with its Wilson interval) next to the ceiling that the labels' Bradley-Terry noise allows
+(with its 95% interval, counted by prompt: ``reward.pair_share``) next to the ceiling that the labels' Bradley-Terry noise allows
 and the length-only baseline, accuracy per category, and the Spearman correlation of RM scores
 with gold scores on fresh SFT samples. Its peers, measured in the same run on the same pairs:
 the classic reward model (the scalar head alone, ``likelihood_weight=None``, trained the same
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     model, seconds = train_one(p, tok, data, "sft", rc.max_steps, device)
     ev = reward.evaluate(model, tok, data["train"], data["val"], data["fresh"], pc.label_temperature,
                          p.sft.template)
-    lo, hi = reward.wilson_interval(ev["correct"], ev["n"])
-    print(f"[reward] held-out accuracy {reward.fmt_rate(ev['correct'], ev['n'])}; ceiling "
+    lo, hi = ev["accuracy_share"]["ci"]          # counted by prompt (reward.pair_share)
+    print(f"[reward] held-out accuracy {reward.fmt_pair_share(ev['accuracy_share'])}; ceiling "
           f"{ev['ceiling']:.3f}; length-only {ev['length']['accuracy']:.3f}; {seconds:.1f} s", flush=True)
     def per_category(pairs, r_w, r_l):
         out: dict = {}
@@ -80,42 +80,45 @@ def main(argv=None) -> int:
     head, head_seconds = train_one(p, tok, data, "sft", rc.max_steps, device, likelihood=False)
     ev_head = reward.evaluate(head, tok, data["train"], data["val"], data["fresh"],
                               pc.label_temperature, p.sft.template)
-    print(f"[reward] head-only peer: {reward.fmt_rate(ev_head['correct'], ev_head['n'])} "
+    print(f"[reward] head-only peer: {reward.fmt_pair_share(ev_head['accuracy_share'])} "
           f"({head_seconds:.1f} s)", flush=True)
     val_enc, _ = reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)
     lp_w, lp_l = reward.likelihood_pairs(stages.load_sft_model(p, device), val_enc, tok.pad_id)
-    lik_k = sum(a > b for a, b in zip(lp_w, lp_l))
-    print(f"[reward] SFT likelihood alone: {reward.fmt_rate(lik_k, len(lp_w))}", flush=True)
+    lik = reward.pair_share([a > b for a, b in zip(lp_w, lp_l)], ev["pairs"])
+    print(f"[reward] SFT likelihood alone: {reward.fmt_pair_share(lik)}", flush=True)
     init_acc = {}
     for init in ("sft", "random"):
         m, s = train_one(p, tok, data, init, rc.compare_steps, device)
-        k, n = reward.pair_accuracy(*reward.score_pairs(
-            m, reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)[0], tok.pad_id))
-        init_acc[init] = round(k / n, 4)
-        print(f"[reward] {init} init, {rc.compare_steps} steps: {reward.fmt_rate(k, n)} ({s:.1f} s)",
+        r_w, r_l = reward.score_pairs(m, val_enc, tok.pad_id)
+        acc = reward.pair_share([a > b for a, b in zip(r_w, r_l)], ev["pairs"])
+        init_acc[init] = round(acc["rate"], 4)
+        print(f"[reward] {init} init, {rc.compare_steps} steps: {reward.fmt_pair_share(acc)} ({s:.1f} s)",
               flush=True)
     gap = ev["ceiling"] - ev["accuracy"]
     gain = ev["accuracy"] - ev["length"]["accuracy"]
     out = {
         "benchmark": "reward", "preset": p.name, "device": device.type, "threads": args.threads,
-        "n_train_pairs": len(data["train"]), "n_val_pairs": ev["n"], "steps": rc.max_steps,
+        "n_train_pairs": len(data["train"]), "n_val_pairs": ev["n"],
+        "n_val_prompts": ev["accuracy_share"]["prompts"], "steps": rc.max_steps,
         "batch_size": rc.batch_size, "label_temperature": pc.label_temperature,
         "accuracy": round(ev["accuracy"], 4), "accuracy_ci95": [round(lo, 4), round(hi, 4)],
         "gold_accuracy": round(ev["gold_accuracy"], 4), "noise_ceiling": round(ev["ceiling"], 4),
         "length_baseline": round(ev["length"]["accuracy"], 4),
         "length_baseline_prefers": ev["length"]["prefers"],
-        "per_category": {c: {"accuracy": round(k / n, 4), "n": n} for c, (k, n) in ev["per_category"].items()},
+        "per_category": {c: {"accuracy": round(sh["rate"], 4), "ci95": [round(x, 4) for x in sh["ci"]],
+                             "n": sh["n"], "prompts": sh["prompts"]}
+                         for c, sh in ev["per_category_share"].items()},
         "spearman_gold": round(ev["spearman"], 4), "n_fresh": ev["n_fresh"], "ece": round(ev["ece"], 4),
         "likelihood_weight": {"start": rc.likelihood_weight,
                               "end": round(model.likelihood_weight.item(), 4)},
         "peers": {
             "head_only": {"accuracy": round(ev_head["accuracy"], 4),
-                          "accuracy_ci95": [round(x, 4) for x in reward.wilson_interval(ev_head["correct"], ev_head["n"])],
+                          "accuracy_ci95": [round(x, 4) for x in ev_head["accuracy_share"]["ci"]],
                           "per_category": {c: round(k / n, 4) for c, (k, n) in ev_head["per_category"].items()},
                           "spearman_gold": round(ev_head["spearman"], 4),
                           "train_seconds": round(head_seconds, 2)},
-            "sft_likelihood": {"accuracy": round(lik_k / len(lp_w), 4),
-                               "accuracy_ci95": [round(x, 4) for x in reward.wilson_interval(lik_k, len(lp_w))],
+            "sft_likelihood": {"accuracy": round(lik["rate"], 4),
+                               "accuracy_ci95": [round(x, 4) for x in lik["ci"]],
                                "per_category": per_category(ev["pairs"], lp_w, lp_l)},
         },
         "train_seconds": round(seconds, 2), "compare_steps": rc.compare_steps,

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from . import chat, evaluate, prefs, reward, sft
+from .evaluate import fmt_share, share, share_difference  # noqa: F401  (notebooks 06-09 call ppo.share)
 from .model import GPT, ScalarModel
 
 # the knobs a PPO run is tuned by (notebooks 07 and 08 count them against DPO's and the others');
@@ -572,61 +573,6 @@ def prompt_key(item_or_record: dict) -> str:
     if "messages" in item_or_record:
         return item_or_record["messages"][-1]["content"]
     return item_or_record["prompt"]
-
-
-def share(k: int, n: int, groups: list[tuple[int, int]] | None = None) -> dict:
-    """A rate with its count and 95% Wilson interval: ``{"rate", "k", "n", "ci", "n_eff"}``.
-
-    ``groups`` gives ``(hits, replies)`` per prompt when several sampled replies to one prompt
-    are counted. Replies to the same prompt agree more often than replies to different prompts,
-    so they carry less information than as many independent replies: the interval is then
-    Wilson's at the *effective* sample size ``n_eff = n / deff`` (Kish 1965), where the design
-    effect ``deff`` is the variance of the rate estimated from the per-prompt counts over the
-    binomial variance ``p (1 - p) / n``, at least 1. When every reply hit (or none did) the
-    counts hold no spread to estimate it from; the design effect is then taken as 1, the value
-    the estimate tends to as the rate nears 0 or 1 (one hit in many replies is one prompt's), so
-    a share of 0 gets the same interval as a share one reply away from it would.
-
-    >>> {k: v for k, v in share(8, 10).items() if k != "ci"}
-    {'rate': 0.8, 'k': 8, 'n': 10, 'n_eff': 10.0}
-    >>> share(4, 8, [(2, 2), (2, 2), (0, 2), (0, 2)])["n_eff"]   # two replies, one verdict per prompt
-    3.0
-    """
-    n_eff = float(n)
-    if groups and n and any(g[1] > 1 for g in groups):
-        p, m = k / n, len(groups)
-        if 0 < p < 1 and m > 1:
-            nbar = n / m
-            var = sum((h - p * r) ** 2 for h, r in groups) / (m * (m - 1) * nbar ** 2)
-            n_eff = n / max(1.0, var / (p * (1 - p) / n))
-    ci = evaluate.wilson_interval(k * n_eff / n, n_eff) if n else (float("nan"), float("nan"))
-    out = {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci": list(ci), "n_eff": round(n_eff, 2)}
-    if groups:
-        out["prompts"] = len(groups)
-    return out
-
-
-def share_difference(b: dict, a: dict) -> tuple[float, float]:
-    """95% interval of the difference of two shares ``b - a`` (Newcombe's method,
-    :func:`llmlab.evaluate.diff_interval`) at their effective sample sizes (:func:`share`)."""
-    def eff(s):
-        n = s.get("n_eff", s["n"])
-        return s["k"] * n / s["n"] if s["n"] else 0.0, n
-
-    return evaluate.diff_interval(*eff(b), *eff(a))
-
-
-def fmt_share(s: dict) -> str:
-    """A share as the series prints it: ``0.78 (95% CI 0.69-0.85, n=85)``; with several replies
-    per prompt, ``n=160 replies to 40 prompts``.
-
-    >>> fmt_share(share(8, 10))
-    '0.80 (95% CI 0.49-0.94, n=10)'
-    """
-    if not s["n"]:
-        return "- (n=0)"
-    n = f"{s['n']} replies to {s['prompts']} prompts" if s.get("prompts", s["n"]) != s["n"] else s["n"]
-    return f"{s['rate']:.2f} (95% CI {s['ci'][0]:.2f}-{s['ci'][1]:.2f}, n={n})"
 
 
 def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: dict,

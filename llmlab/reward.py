@@ -21,7 +21,8 @@ so that ``sigmoid(R_w - R_l)`` predicts which reply the annotator picked. This m
    ``loss_fn`` for :func:`llmlab.train.train`, the loop every stage shares);
 2. the recipe: :func:`train_reward_model` from SFT, base or random weights (sections 3 and 5);
 3. the measurements (sections 4 and 6): :func:`score_pairs`, :func:`score_replies`,
-   :func:`pair_accuracy`, :func:`wilson_interval`, :func:`length_baseline`,
+   :func:`pair_accuracy`, :func:`pair_share` (an accuracy with its interval counted by prompt),
+   :func:`wilson_interval`, :func:`length_baseline`,
    :func:`calibration_bins`, :func:`spearman`, :func:`length_slope`, and
    :func:`likelihood_pairs` (the ranking a language model gives with no preference training).
 """
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import chat, sft
+from .evaluate import fmt_share, share, wilson_interval
 from .model import GPT, ScalarModel, gather_at
 
 # --------------------------------------------------------------------------------------------
@@ -363,19 +365,41 @@ def pair_accuracy(r_chosen, r_rejected) -> tuple[int, int]:
     return int(k), len(list(r_chosen))
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a rate of ``k`` successes in ``n`` trials (95% by default).
+def prompt_of(pair: dict) -> tuple:
+    """What makes two pairs comparisons on the *same* prompt: the conversation's texts.
 
-    >>> [round(x, 3) for x in wilson_interval(8, 10)]
-    [0.49, 0.943]
+    >>> prompt_of({"messages": [{"role": "user", "content": "Hi?"}]})
+    ('Hi?',)
     """
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return tuple(m["content"] for m in pair["messages"])
+
+
+def pair_share(hits, pairs: list[dict]) -> dict:
+    """A pairwise accuracy, ``hits`` (one bool per pair) over ``pairs``, with its 95% interval
+    counted by prompt (:func:`llmlab.evaluate.share`): the held-out set holds several pairs on
+    one prompt (two replies compared more than once, or one prompt drawn twice), and pairs on
+    one prompt agree more often than pairs on different prompts, so they carry less than as
+    many independent pairs. Returns the share dict (``rate``, ``k``, ``n``, ``ci``, ``n_eff``,
+    ``prompts``).
+
+    >>> ps = [{"messages": [{"role": "user", "content": q}]} for q in "aabbccdd"]
+    >>> pair_share([True] * 4 + [False] * 4, ps)["n_eff"]     # one verdict per prompt: not 8
+    3.0
+    >>> pair_share([True, False] * 4, ps)["n_eff"]            # no agreement within a prompt
+    8.0
+    """
+    groups: dict = {}
+    for h, p in zip(hits, pairs):
+        g = groups.setdefault(prompt_of(p), [0, 0])
+        g[0] += int(bool(h))
+        g[1] += 1
+    return share(sum(g[0] for g in groups.values()), len(pairs), [tuple(g) for g in groups.values()])
+
+
+def fmt_pair_share(s: dict) -> str:
+    """A :func:`pair_share` as notebooks 05 and 07 print it:
+    ``0.826 (95% CI 0.797-0.851, n=953 pairs on 546 prompts)``."""
+    return fmt_share(s, 3, "pairs on")
 
 
 def fmt_rate(k: int, n: int) -> str:
@@ -501,7 +525,9 @@ def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[d
 
     - ``accuracy``: held-out pairs where the chosen reply scores higher (against the noisy
       labels, as on real data), with ``correct``/``n``; ``gold_accuracy``: against the gold
-      judge's preference instead;
+      judge's preference instead; ``accuracy_share``, ``gold_share`` and, per category,
+      ``per_category_share``: the same as :func:`pair_share` dicts, whose intervals count
+      prompts (several held-out pairs share one);
     - ``ceiling``: :func:`llmlab.prefs.ceiling_accuracy` of the same pairs (the best any model
       can do against these labels) and ``length``: :func:`length_baseline`;
     - ``per_category``: ``{category: (correct, n)}``;
@@ -515,17 +541,23 @@ def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[d
     enc, kept = encode_pairs(val_pairs, tok, template, model.config.block_size)
     r_w, r_l = score_pairs(model, enc, tok.pad_id)
     k, n = pair_accuracy(r_w, r_l)
-    gold_k = sum((a > b) == (p["gold_chosen"] > p["gold_rejected"]) for p, a, b in zip(kept, r_w, r_l))
+    hits = [a > b for a, b in zip(r_w, r_l)]
+    gold_hits = [(a > b) == (p["gold_chosen"] > p["gold_rejected"]) for p, a, b in zip(kept, r_w, r_l)]
+    gold_k = sum(gold_hits)
     deltas = [p["gold_chosen"] - p["gold_rejected"] for p in kept]
     per_cat: dict = {}
     for p, a, b in zip(kept, r_w, r_l):
         c = per_cat.setdefault(p["category"], [0, 0])
         c[0] += int(a > b)
         c[1] += 1
+    cat_share = {c: pair_share([h for h, p in zip(hits, kept) if p["category"] == c],
+                               [p for p in kept if p["category"] == c]) for c in sorted(per_cat)}
     fresh_scores = score_replies(model, tok, [f["messages"] for f in fresh],
                                  [f["reply"] for f in fresh], template) if fresh else []
     rows = calibration_bins(r_w, r_l)
     return {"accuracy": k / n, "correct": k, "n": n, "n_dropped": len(val_pairs) - n,
+            "accuracy_share": pair_share(hits, kept), "gold_share": pair_share(gold_hits, kept),
+            "per_category_share": cat_share,
             "gold_accuracy": gold_k / n, "gold_correct": gold_k,
             "ceiling": prefs.ceiling_accuracy(deltas, temperature),
             "length": length_baseline(train_pairs, kept),

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from llmlab.chat import IDK_PREFIX, REFUSAL
-from llmlab.evaluate import (compare, diff_interval, metrics_row, metrics_row_ci, polite_ok,
-                             score_reply, summary_ok, wilson_interval)
+from llmlab.evaluate import (compare, diff_interval, fmt_share, metrics_row, metrics_row_ci, polite_ok,
+                             score_reply, share, share_difference, summary_ok, wilson_interval)
 
 
 def reply(text, stopped=True, special_inside=False):
@@ -145,3 +145,30 @@ def test_metrics_rows_carry_n_and_the_interval():
     row = metrics_row_ci(m)
     assert row["format"] == "0.80 (95% CI 0.49-0.94, n=10)"
     assert row["factual"] == "- (n=0)"
+
+
+def test_clustered_share_is_never_narrower_than_its_replies_allow():
+    # every prompt decides all its replies alike: 4 replies per prompt inform like about 1
+    together = share(20, 40, [(4, 4)] * 5 + [(0, 4)] * 5)
+    alone = share(20, 40)
+    assert together["n_eff"] < 12 and alone["n_eff"] == 40
+    assert together["ci"][1] - together["ci"][0] > alone["ci"][1] - alone["ci"][0]
+    # replies that vary within prompts as much as between them: no design effect
+    mixed = share(20, 40, [(2, 4)] * 10)
+    assert mixed["n_eff"] == 40
+    # no spread to estimate from: no design effect, as for a share one reply away from it
+    none = share(0, 40, [(0, 4)] * 10)
+    one = share(1, 40, [(1, 4)] + [(0, 4)] * 9)
+    assert none["n_eff"] == 40 and one["n_eff"] == pytest.approx(40, rel=0.15)
+    assert none["ci"][1] < one["ci"][1]
+    # the interval of a difference uses the effective sizes
+    lo, hi = share_difference(share(36, 40, [(4, 4)] * 9 + [(0, 4)]), together)
+    lo1, hi1 = share_difference(share(36, 40), alone)
+    assert lo < lo1 and hi > hi1
+
+
+def test_fmt_share_names_both_counts_only_when_they_differ():
+    assert fmt_share(share(8, 10)) == "0.80 (95% CI 0.49-0.94, n=10)"
+    s = share(20, 40, [(4, 4)] * 5 + [(0, 4)] * 5)
+    assert fmt_share(s).endswith("n=40 replies to 10 prompts)")
+    assert fmt_share(s, 3, "pairs on").startswith("0.500 (95% CI 0.") and "n=40 pairs on 10 prompts" in fmt_share(s, 3, "pairs on")

@@ -381,26 +381,6 @@ def test_several_replies_per_prompt_count_prompts_in_the_intervals():
     assert s["n"] == 15 and s["prompts"] == 5 and 1 <= s["n_eff"] <= 15
 
 
-def test_clustered_share_is_never_narrower_than_its_replies_allow():
-    # every prompt decides all its replies alike: 4 replies per prompt inform like about 1
-    together = ppo.share(20, 40, [(4, 4)] * 5 + [(0, 4)] * 5)
-    alone = ppo.share(20, 40)
-    assert together["n_eff"] < 12 and alone["n_eff"] == 40
-    assert together["ci"][1] - together["ci"][0] > alone["ci"][1] - alone["ci"][0]
-    # replies that vary within prompts as much as between them: no design effect
-    mixed = ppo.share(20, 40, [(2, 4)] * 10)
-    assert mixed["n_eff"] == 40
-    # no spread to estimate from: no design effect, as for a share one reply away from it
-    none = ppo.share(0, 40, [(0, 4)] * 10)
-    one = ppo.share(1, 40, [(1, 4)] + [(0, 4)] * 9)
-    assert none["n_eff"] == 40 and one["n_eff"] == pytest.approx(40, rel=0.15)
-    assert none["ci"][1] < one["ci"][1]
-    # the interval of a difference uses the effective sizes
-    lo, hi = ppo.share_difference(ppo.share(36, 40, [(4, 4)] * 9 + [(0, 4)]), together)
-    lo1, hi1 = ppo.share_difference(ppo.share(36, 40), alone)
-    assert lo < lo1 and hi > hi1
-
-
 def test_paired_difference_averages_the_replies_of_each_prompt():
     from llmlab import beyond
 

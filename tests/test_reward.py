@@ -235,6 +235,23 @@ def test_wilson_against_the_formula_and_edges():
     assert all(math.isnan(x) for x in reward.wilson_interval(0, 0))
 
 
+def test_pair_share_counts_prompts_not_pairs():
+    def pairs(prompts):
+        return [{"messages": [{"role": "user", "content": q}]} for q in prompts]
+
+    # ten prompts with four pairs each, every prompt all right or all wrong: about ten verdicts
+    ps = pairs([str(i) for i in range(10) for _ in range(4)])
+    together = reward.pair_share([i < 20 for i in range(40)], ps)
+    assert together["prompts"] == 10 and together["n"] == 40 and together["n_eff"] < 12
+    # the same hits on forty distinct prompts: forty verdicts, a narrower interval
+    alone = reward.pair_share([i < 20 for i in range(40)], pairs([str(i) for i in range(40)]))
+    assert alone["n_eff"] == 40 and alone["ci"][1] - alone["ci"][0] < together["ci"][1] - together["ci"][0]
+    assert together["rate"] == alone["rate"] == 0.5
+    # a multi-turn conversation is one prompt only with the same turns
+    two = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": x}]} for x in "bc"]
+    assert reward.pair_share([True, False], two)["prompts"] == 2
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(-5, 5), min_size=3, max_size=30), st.integers(0, 10**6))
 def test_spearman_agrees_with_scipy(x, seed):
@@ -343,6 +360,8 @@ def test_reward_benchmark_prints_one_json_line(tmp_path):
     assert set(res["init_accuracy"]) == {"sft", "random"}
     assert res["gap_to_ceiling"] == pytest.approx(res["noise_ceiling"] - res["accuracy"], abs=1e-3)
     assert sum(c["n"] for c in res["per_category"].values()) == res["n_val_pairs"]
+    assert 0 < res["n_val_prompts"] <= res["n_val_pairs"]
+    assert all(c["ci95"][0] <= c["accuracy"] <= c["ci95"][1] for c in res["per_category"].values())
     for peer in ("head_only", "sft_likelihood"):             # measured in the same run, same pairs
         lo, hi = res["peers"][peer]["accuracy_ci95"]
         assert lo <= res["peers"][peer]["accuracy"] <= hi
