@@ -396,6 +396,44 @@ def pair_share(hits, pairs: list[dict]) -> dict:
     return share(sum(g[0] for g in groups.values()), len(pairs), [tuple(g) for g in groups.values()])
 
 
+def paired_accuracy_difference(hits_a, hits_b, pairs: list[dict], z: float = 1.96) -> dict:
+    """Accuracy of ranker a minus ranker b on the *same* pairs, with a 95% interval counted by
+    prompt: ``{"diff", "ci", "n", "prompts"}``.
+
+    Both rankers judged every pair, so the difference is taken pair by pair (a pair both get
+    right, or both wrong, adds nothing), which is tighter than comparing two separate intervals.
+    Pairs on one prompt are one cluster: with ``d_j`` the summed differences and ``n_j`` the
+    pairs of prompt ``j`` (``m`` prompts), ``D = sum d_j / sum n_j`` and
+    ``var D = m / (m - 1) * sum (d_j - D n_j)^2 / (sum n_j)^2`` (the cluster-robust variance of
+    a ratio estimate; Cochran 1977, Sec. 6.11).
+
+    >>> ps = [{"messages": [{"role": "user", "content": q}]} for q in "abcd"]
+    >>> r = paired_accuracy_difference([1, 1, 1, 0], [1, 0, 0, 0], ps)
+    >>> r["diff"], r["n"], r["prompts"], [round(x, 3) for x in r["ci"]]
+    (0.5, 4, 4, [-0.066, 1.066])
+    """
+    groups: dict = {}
+    for a, b, p in zip(hits_a, hits_b, pairs):
+        g = groups.setdefault(prompt_of(p), [0.0, 0])
+        g[0] += float(bool(a)) - float(bool(b))
+        g[1] += 1
+    n, m = sum(g[1] for g in groups.values()), len(groups)
+    if n == 0:
+        return {"diff": float("nan"), "ci": [float("nan"), float("nan")], "n": 0, "prompts": 0}
+    d = sum(g[0] for g in groups.values()) / n
+    var = (m / (m - 1) * sum((g[0] - d * g[1]) ** 2 for g in groups.values()) / n ** 2) if m > 1 else float("nan")
+    half = z * math.sqrt(var) if var == var else float("nan")
+    return {"diff": d, "ci": [d - half, d + half], "n": n, "prompts": m}
+
+
+def fmt_paired_difference(r: dict) -> str:
+    """A :func:`paired_accuracy_difference` as the notebooks print it, with what it says."""
+    lo, hi = r["ci"]
+    verdict = "above 0" if lo > 0 else "below 0" if hi < 0 else "not separated from 0"
+    return (f"{r['diff']:+.3f} (paired 95% CI {lo:+.3f} to {hi:+.3f}, n={r['n']} pairs on "
+            f"{r['prompts']} prompts: {verdict})")
+
+
 def fmt_pair_share(s: dict) -> str:
     """A :func:`pair_share` as notebooks 05 and 07 print it:
     ``0.826 (95% CI 0.797-0.851, n=953 pairs on 546 prompts)``."""

@@ -252,6 +252,32 @@ def test_pair_share_counts_prompts_not_pairs():
     assert reward.pair_share([True, False], two)["prompts"] == 2
 
 
+def test_paired_accuracy_difference_by_hand_and_by_its_properties():
+    def pairs(prompts):
+        return [{"messages": [{"role": "user", "content": q}]} for q in prompts]
+
+    a = [True, True, False, True, False, False, True, True]
+    b = [True, False, False, False, False, True, True, False]
+    ps = pairs("abcdefgh")
+    r = reward.paired_accuracy_difference(a, b, ps)
+    assert r["diff"] == pytest.approx((sum(a) - sum(b)) / 8) and r["n"] == 8 and r["prompts"] == 8
+    # one pair per prompt: the paired t interval of the per-pair differences (z = 1.96)
+    d = [int(x) - int(y) for x, y in zip(a, b)]
+    sd = (sum((x - r["diff"]) ** 2 for x in d) / 7) ** 0.5
+    assert r["ci"][1] - r["diff"] == pytest.approx(1.96 * sd / 8 ** 0.5)
+    # swapping the rankers negates it; a ranker against itself differs by exactly 0
+    s = reward.paired_accuracy_difference(b, a, ps)
+    assert s["diff"] == -r["diff"] and s["ci"] == pytest.approx([-r["ci"][1], -r["ci"][0]])
+    assert reward.paired_accuracy_difference(a, a, ps)["ci"] == [0.0, 0.0]
+    # the same differences bunched on two prompts carry less: a wider interval
+    wins, none = [True] * 4 + [False] * 4, [False] * 8
+    spread = reward.paired_accuracy_difference(wins, none, ps)
+    bunched = reward.paired_accuracy_difference(wins, none, pairs("aaaabbbb"))
+    assert bunched["diff"] == spread["diff"] == 0.5 and bunched["prompts"] == 2
+    assert bunched["ci"][1] - bunched["ci"][0] > spread["ci"][1] - spread["ci"][0]
+    assert "not separated from 0" in reward.fmt_paired_difference(r)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(-5, 5), min_size=3, max_size=30), st.integers(0, 10**6))
 def test_spearman_agrees_with_scipy(x, seed):
