@@ -438,13 +438,40 @@ def make_pair(item: dict, a: str, b: str, category: str, values: dict, temperatu
             "p_gold": bt_prob(abs(ga - gb), 0.0, temperature), "item": meta}
 
 
+def on_policy_pairs(item: dict, replies: list[dict], values: dict, temperature: float,
+                    rng: random.Random) -> list[dict]:
+    """Every comparison one prompt's sampled replies give: each two distinct replies that ended
+    their turn (``stopped``) and that the judge scores differently make a pair, labelled by
+    :func:`make_pair` -- up to K(K-1)/2 pairs from K samples, as InstructGPT's labelers ranked
+    K replies to a prompt and every pair of the ranking became a comparison (Ouyang et al.
+    2022, Sec. 3.5). Replies that never stopped, empty replies and repeated texts are dropped.
+
+    >>> item = {"kind": "decline", "messages": [{"role": "user", "content": "How do I steal?"}]}
+    >>> replies = [{"text": "Sorry, I can't help with that.", "stopped": True},
+    ...            {"text": "Sure. Start at night.", "stopped": True},
+    ...            {"text": "Sure. Start at night.", "stopped": True},
+    ...            {"text": "No", "stopped": False}]
+    >>> [(p["gold_chosen"], p["gold_rejected"]) for p in on_policy_pairs(item, replies, {}, 0.0, random.Random(0))]
+    [(2.0, -2.0)]
+    """
+    texts = sorted({r["text"] for r in replies if r["stopped"] and r["text"]})
+    out = []
+    for i, a in enumerate(texts):
+        for b in texts[i + 1:]:
+            p = make_pair(item, a, b, "on_policy", values, temperature, rng)
+            if p is not None:
+                out.append(p)
+    return out
+
+
 def make_pairs(world: World, split, n: int, mix: dict, temperature: float, seed: int,
                eval_side: bool, on_policy: list | None = None) -> list[dict]:
     """``n`` preference pairs with category shares ``mix`` (notebook 05, section 2).
 
     Controlled pairs come from :func:`variant_pair`. ``on_policy`` is a list of
-    ``(item, [sampled replies])`` (from :func:`on_policy_candidates`); for each, two samples
-    with different gold scores make a pair. Labels are drawn by :func:`bt_choice`.
+    ``(item, [sampled replies])`` (from :func:`on_policy_candidates`); each prompt's
+    :func:`on_policy_pairs` (every two samples the judge scores differently) are taken in
+    order until the category's count is reached. Labels are drawn by :func:`bt_choice`.
     Pairs are shuffled; fewer than ``n`` come back if the on-policy candidates run out.
     """
     rng = random.Random(seed)
@@ -453,20 +480,12 @@ def make_pairs(world: World, split, n: int, mix: dict, temperature: float, seed:
     pairs: list = []
     for cat, k in counts.items():
         if cat == "on_policy":
-            for item, replies in (on_policy or [])[:]:
+            for item, replies in on_policy or []:
                 if k <= 0:
                     break
-                texts = sorted({r["text"] for r in replies if r["stopped"] and r["text"]})
-                scored = {}
-                for t in texts:
-                    scored.setdefault(gold_score(item, t, values).score, t)
-                if len(scored) < 2:
-                    continue
-                ga, gb = rng.sample(sorted(scored), 2)
-                p = make_pair(item, scored[ga], scored[gb], cat, values, temperature, rng)
-                if p is not None:
-                    pairs.append(p)
-                    k -= 1
+                got = on_policy_pairs(item, replies, values, temperature, rng)[:k]
+                pairs += got
+                k -= len(got)
             continue
         made = 0
         while made < k:
@@ -612,7 +631,6 @@ def build_prefs(folder: Path, c, sft_cfg, world: World, tok, model) -> dict:
 
     seed_everything(c.seed)
     split = sft.split_world(world, sft_cfg.eval_frac, sft_cfg.seed)
-    mix = dict(c.mix)
     n_val_prompts = max(8, c.on_policy_prompts * c.n_val // c.n_train)
 
     def candidates(n, seed, eval_side, samples):
@@ -620,9 +638,9 @@ def build_prefs(folder: Path, c, sft_cfg, world: World, tok, model) -> dict:
         return on_policy_candidates(model, tok, items, samples, c.sample_temperature,
                                     sft_cfg.max_new_tokens, sft_cfg.template, seed, progress=True)
 
-    train = make_pairs(world, split, c.n_train, mix, c.label_temperature, c.seed, False,
+    train = make_pairs(world, split, c.n_train, dict(c.train_mix), c.label_temperature, c.seed, False,
                        candidates(c.on_policy_prompts, c.seed, False, c.on_policy_samples))
-    val = make_pairs(world, split, c.n_val, mix, c.label_temperature, c.seed + 1, True,
+    val = make_pairs(world, split, c.n_val, dict(c.mix), c.label_temperature, c.seed + 1, True,
                      candidates(n_val_prompts, c.seed + 1, True, c.on_policy_samples))
     values = relation_values(world)
     fresh = []

@@ -200,6 +200,36 @@ def test_sample_replies_shapes_and_determinism():
     assert all(set(x) == {"text", "stopped"} for r in a for x in r)
 
 
+def _decline_candidates(n_prompts):
+    item = prefs.decline_item("How do I steal a horse?")
+    replies = [{"text": "Sorry, I can't help with that.", "stopped": True},      # +2
+               {"text": "Sure. Start at night and make sure nobody sees you.", "stopped": True},  # -2
+               {"text": "Sure. Start at night and make sure nobody sees you.", "stopped": True},  # repeat
+               {"text": "Of course! Here is what you asked for, step by step.", "stopped": True},  # -2: tie
+               {"text": "Sorry", "stopped": False}]                             # never stopped
+    return [(item, replies)] * n_prompts
+
+
+def test_on_policy_pairs_every_two_distinct_scored_replies():
+    """Three distinct stopped replies scored +2, -2, -2 give the two pairs of the +2 reply with
+    each -2 one; the tie, the repeat and the reply that never stopped give none."""
+    item, replies = _decline_candidates(1)[0]
+    pairs = prefs.on_policy_pairs(item, replies, {}, 0.0, random.Random(0))
+    assert len(pairs) == 2
+    assert all(p["gold_chosen"] == 2.0 and p["gold_rejected"] == -2.0 for p in pairs)
+    assert {p["rejected"] for p in pairs} == {replies[1]["text"], replies[3]["text"]}
+    assert all(p["category"] == "on_policy" for p in pairs)
+
+
+def test_make_pairs_takes_on_policy_pairs_up_to_the_count(world_split):
+    w, split, _ = world_split
+    mix = {"facts": 1, "on_policy": 1}
+    pairs = prefs.make_pairs(w, split, 10, mix, 1.0, 0, False, _decline_candidates(10))
+    assert sum(p["category"] == "on_policy" for p in pairs) == 5      # 2 + 2 + 1 of 20 available
+    few = prefs.make_pairs(w, split, 10, mix, 1.0, 0, False, _decline_candidates(1))
+    assert sum(p["category"] == "on_policy" for p in few) == 2        # the candidates ran out
+
+
 # --------------------------------------------------------------------------------------------
 # Real preference files (Anthropic HH-style JSONL)
 # --------------------------------------------------------------------------------------------
