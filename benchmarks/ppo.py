@@ -10,7 +10,11 @@ reports the held-out gold and proxy reward before (SFT) and after PPO, the final
 reference, the behaviour shares before and after (with n), the runs' wall time, the rollout
 throughput with and without the KV cache, and the beta = 0 run's gold-reward drop from its
 peak, and the main run repeated with two other training seeds (each paired to SFT on the same
-prompts). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
+prompts). Beside the goals: the main configuration at more training seeds (``--more-seeds``, built
+in scratch folders; the mean paired gain over all seeds with a t interval across seeds), and the
+peer that motivates notebook 05's training mix: PPO at three training seeds against a reward
+model trained with a fifth of its pairs on-policy (``PrefConfig.mix``) instead of half
+(``PrefConfig.train_mix``), everything else equal (``--no-peer`` skips it). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
@@ -23,8 +27,12 @@ The last line of stdout is one JSON object with every figure and the goals besid
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from llmlab import beyond, ppo, prefs, stages  # noqa: E402
-from llmlab.config import get_preset, ppo_config  # noqa: E402
+from llmlab import beyond, ppo, prefs, reward, stages  # noqa: E402
+from llmlab.config import get_preset, ppo_config, pref_config, reward_config  # noqa: E402
 from llmlab.device import pick_device  # noqa: E402
 from llmlab.train import load_checkpoint  # noqa: E402
 
@@ -49,10 +57,57 @@ def shares(e: dict) -> dict:
     return {k: {"rate": r4(v["rate"]) if v["n"] else None, "n": v["n"]} for k, v in e["shares"].items()}
 
 
+# two-sided 97.5% quantiles of Student's t for the interval of a mean over a few seeds
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def seed_mean(gains: list[float]) -> dict:
+    """Mean of per-seed paired gains with a t interval across seeds (the seed is the unit)."""
+    n = len(gains)
+    m = statistics.fmean(gains)
+    if n < 2:
+        return {"mean": r4(m), "ci95": None, "n_seeds": n, "above_0": sum(g > 0 for g in gains)}
+    h = T975.get(n - 1, 1.96) * statistics.stdev(gains) / math.sqrt(n)
+    return {"mean": r4(m), "ci95": [r4(m - h), r4(m + h)], "n_seeds": n, "above_0": sum(g > 0 for g in gains)}
+
+
+def train_and_pair(c, seeds, p, world, tok, sft_model, rm, sets, values, sft_eval, device) -> dict:
+    """PPO's main configuration at each training seed in a scratch folder, paired to SFT."""
+    out = {}
+    for k in seeds:
+        cv = dataclasses.replace(c, train_seed=k, eval_every=c.iterations, track_samples=0)
+        with tempfile.TemporaryDirectory() as d:
+            ppo.build_ppo(Path(d), "main", cv, p.sft, world, tok, sft_model, rm, device, progress=False)
+            pol = load_checkpoint(Path(d) / "model.pt", device=device)[0].eval()
+        e = beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
+        out[k] = beyond.paired_difference(e, sft_eval) + (e["kl"],)
+        print(f"[ppo]   train_seed {k}: paired {out[k][0]:+.3f} ({out[k][1]:+.3f} to {out[k][2]:+.3f}), "
+              f"KL {e['kl']:.2f}", flush=True)
+    return out
+
+
+def fifth_on_policy_rm(p, world, tok, sft_model, device):
+    """The peer reward model: notebook 05's recipe with ``train_mix`` set to the held-out mix
+    (a fifth of the training pairs on-policy), everything else equal."""
+    pc, rc = pref_config(p), reward_config(p)
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        prefs.build_prefs(d, dataclasses.replace(pc, train_mix=pc.mix), p.sft, world, tok, sft_model)
+        data = {n: [json.loads(x) for x in (d / f"{n}.jsonl").read_text(encoding="utf-8").splitlines()]
+                for n in ("train", "val")}
+        info = reward.build_reward_model(d, "main", rc.init, rc.max_steps, rc, p.train, p.model, p.sft.template,
+                                         tok, data, sft_model, device, progress=False)
+        n_on = sum(q["category"] == "on_policy" for q in data["train"])
+        return reward.load_reward_model(d / "model.pt", device=device).eval(), info, n_on, len(data["train"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=None)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the 2-core target)")
+    ap.add_argument("--more-seeds", type=int, nargs="*", default=[3, 4, 5],
+                    help="further training seeds of the main configuration (scratch folders)")
+    ap.add_argument("--no-peer", action="store_true", help="skip PPO against the fifth-on-policy reward model")
     ap.add_argument("--all", action="store_true", help="also build the three stability runs, "
                     "so the time covers every PPO run notebook 06 makes")
     args = ap.parse_args(argv)
@@ -98,6 +153,22 @@ def main(argv=None) -> int:
                                                               p.sft.template, c), pe["sft"])
         print(f"[ppo] train_seed {k}: gold PPO - SFT, paired {repeats[k][0]:+.3f} ({repeats[k][1]:+.3f} to "
               f"{repeats[k][2]:+.3f})", flush=True)
+    more = train_and_pair(c, args.more_seeds, p, world, tok, sft_model, rm, sets, values, pe["sft"], device)
+    over_seeds = seed_mean([v[0] for v in repeats.values()] + [v[0] for v in more.values()])
+    print(f"[ppo] over {over_seeds['n_seeds']} training seeds: mean paired gain {over_seeds['mean']:+.3f} "
+          f"(t interval {over_seeds['ci95']}), above 0 in {over_seeds['above_0']}", flush=True)
+    peer = None
+    if not args.no_peer:
+        rm5, info5, n_on, n_tr = fifth_on_policy_rm(p, world, tok, sft_model.cpu(), device)
+        sft_model.to(device)
+        print(f"[ppo] peer RM: {n_on} of {n_tr} training pairs on-policy, held-out accuracy "
+              f"{info5['val_accuracy']:.3f}", flush=True)
+        runs5 = train_and_pair(c, (0, 1, 2), p, world, tok, sft_model, rm5, sets, values, pe["sft"], device)
+        peer = {"train_pairs": n_tr, "on_policy_train_pairs": n_on, "rm_val_accuracy": r4(info5["val_accuracy"]),
+                "gold_gain_paired95_by_train_seed": {k: [r4(x) for x in v[:3]] for k, v in runs5.items()},
+                "kl_by_train_seed": {k: r4(v[4]) for k, v in runs5.items()},
+                "over_seeds": seed_mean([v[0] for v in runs5.values()])}
+        print(f"[ppo] peer over 3 seeds: {peer['over_seeds']}", flush=True)
     items = sets["train"][:c.batch_size]
     speed = {uc: ppo.rollout_speed(sft_model, tok, items, p.sft.template, c.max_new_tokens, uc)
              for uc in (True, False)}
@@ -125,6 +196,9 @@ def main(argv=None) -> int:
         "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
         "n_distinct_eval_prompts": paired[3],
         "gold_gain_paired95_by_train_seed": {k: [r4(x) for x in v[:3]] for k, v in repeats.items()},
+        "more_seeds": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl": r4(v[4])} for k, v in more.items()},
+        "gold_gain_over_train_seeds": over_seeds,
+        "peer_rm_fifth_on_policy": peer,
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
         "kl_final": r4(after["kl"]), "shares_before": shares(before), "shares_after": shares(after),
         "length_before": r4(before["length"]), "length_after": r4(after["length"]),

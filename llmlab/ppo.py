@@ -681,12 +681,38 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
     >>> [round(x, 3) for x in paired_difference(r(2.0, -1.0, 0.0), r(1.0, -2.0, -1.0))[:3]]
     [1.0, 1.0, 1.0]
     """
+    keys = [prompt_key(x) for x in b["replies"]]
+    m, lo, hi = mean_interval(paired_replies(a, b), clusters=keys)
+    return m, lo, hi, len(set(keys))
+
+
+def paired_replies(a: dict, b: dict) -> list[float]:
+    """Gold of ``a``'s replies minus ``b``'s, reply by reply, for two evaluations of the same
+    prompts in the same order (a clear error otherwise)."""
     ra, rb = a["replies"], b["replies"]
     key = lambda r: (r.get("item"), r["prompt"])
     if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
         raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
-    keys = [prompt_key(x) for x in ra]
-    m, lo, hi = mean_interval([x["gold"] - y["gold"] for x, y in zip(ra, rb)], clusters=keys)
+    return [x["gold"] - y["gold"] for x, y in zip(ra, rb)]
+
+
+def pooled_difference(runs: list[dict], b: dict) -> tuple[float, float, float, int]:
+    """Several runs of one configuration (other training seeds) against ``b`` on the same
+    prompts: each reply's gold difference averaged over the runs, then :func:`paired_difference`'s
+    mean and interval clustered by prompt, ``(mean, low, high, n distinct prompts)``.
+
+    The interval counts prompts, not seeds: it says whether these runs' average is above ``b``
+    on prompts like these; a run with yet another seed can still land elsewhere (compare the
+    runs' own paired intervals).
+
+    >>> r = lambda *g: {"replies": [{"prompt": str(i), "gold": x} for i, x in enumerate(g)]}
+    >>> [round(x, 3) for x in pooled_difference([r(2.0, 0.0), r(0.0, 2.0)], r(0.0, 0.0))[:3]]
+    [1.0, 1.0, 1.0]
+    """
+    diffs = [paired_replies(a, b) for a in runs]
+    keys = [prompt_key(x) for x in b["replies"]]
+    per_reply = [sum(d[i] for d in diffs) / len(diffs) for i in range(len(keys))]
+    m, lo, hi = mean_interval(per_reply, clusters=keys)
     return m, lo, hi, len(set(keys))
 
 

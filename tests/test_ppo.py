@@ -392,6 +392,22 @@ def test_paired_difference_averages_the_replies_of_each_prompt():
     assert (lo, hi) == pytest.approx(ppo.mean_interval([1.0, 1.0, 0.0])[1:])
 
 
+def test_pooled_difference_averages_runs_reply_by_reply():
+    def ev(*golds):   # two replies per prompt
+        return {"replies": [{"item": i // 2, "prompt": f"p{i // 2}", "gold": g} for i, g in enumerate(golds)]}
+
+    sft = ev(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    a, b = ev(2.0, 0.0, 1.0, 1.0, -1.0, 1.0), ev(0.0, 2.0, -1.0, 1.0, 1.0, 1.0)
+    # one run pooled is that run's paired difference
+    assert ppo.pooled_difference([a], sft) == pytest.approx(ppo.paired_difference(a, sft))
+    # two runs: per-reply means (1, 1, 0, 1, 0, 1) -> per-prompt means 1, 0.5, 0.5
+    m, lo, hi, n = ppo.pooled_difference([a, b], sft)
+    assert n == 3 and m == pytest.approx(4.0 / 6)
+    assert (lo, hi) == pytest.approx(ppo.mean_interval([1.0, 0.5, 0.5])[1:])
+    with pytest.raises(ValueError, match="same prompts"):
+        ppo.pooled_difference([a, ev(1.0, 1.0)], sft)
+
+
 def test_a_prompt_asked_twice_is_one_draw_in_every_interval():
     """The held-out sets draw prompts with replacement from a small pool: the same text asked
     twice must not count as two independent prompts (the interval of two agreeing copies of one
