@@ -349,7 +349,10 @@ class PPOConfig:
     n_track: int = 3                  # held-out prompts followed through training (the slider)
     track_samples: int = 3            # sampled replies per followed prompt at each look
     track_every: int = 5              # iterations between looks at the followed prompts
-    beta0_iterations: int = 25        # iterations of the beta = 0 run (reward hacking)
+    beta0_iterations: int = 60        # iterations of the beta = 0 run (reward hacking); at 25, against a
+    #                                   reward model trained on half on-policy pairs, its gold reward
+    #                                   was still at its peak: over-optimisation needs a longer run
+    beta0_eval_every: int = 10        # iterations between the beta = 0 and small-beta runs' evaluations
     small_beta: float = 0.1           # fixed beta of the small-beta run (the seed's range starts here), beta0's iterations
     stability_iterations: int = 3     # iterations of each stability run (no whitening, ...)
     best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline
@@ -362,11 +365,12 @@ class PPOConfig:
 PPO_PRESETS = {
     "smoke": PPOConfig(iterations=2, batch_size=8, minibatch_size=8, epochs=1, max_new_tokens=8,
                        n_prompts=32, n_eval=8, eval_samples=2, eval_every=2, n_track=1, track_samples=1, track_every=2,
-                       beta0_iterations=2, stability_iterations=1, best_of_n=(1, 2)),
+                       beta0_iterations=2, beta0_eval_every=2, stability_iterations=1, best_of_n=(1, 2)),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, lr=5e-5, max_new_tokens=48,
                      beta=0.15, target_kl=3.0, horizon=500,   # not yet tuned on a GPU
-                     n_prompts=20000, n_eval=1000, eval_every=20, track_every=20, beta0_iterations=300,
+                     n_prompts=20000, n_eval=1000, eval_every=20, track_every=20,
+                     beta0_iterations=300, beta0_eval_every=50,
                      stability_iterations=40, best_of_n=(1, 2, 4, 8, 16, 32, 64)),
 }
 

@@ -53,7 +53,7 @@ HYPERPARAMETERS = ("iterations", "batch_size", "minibatch_size", "epochs", "lr",
                    "clip_value", "vf_coef", "gamma", "lam", "whiten", "kl", "beta", "target_kl",
                    "horizon", "max_new_tokens", "no_stop_penalty")
 NOT_HYPERPARAMETERS = ("n_prompts", "n_eval", "eval_samples", "eval_every", "n_track", "track_samples",
-                       "track_every", "beta0_iterations", "small_beta", "stability_iterations",
+                       "track_every", "beta0_iterations", "beta0_eval_every", "small_beta", "stability_iterations",
                        "best_of_n", "seed", "train_seed")
 
 # ============================================================================================
@@ -946,8 +946,10 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
 # variant -> how it changes the preset's PPOConfig (section 5: reward hacking; 6: stability)
 VARIANTS = {
     "main": lambda c: c,
-    "beta0": lambda c: dataclasses.replace(c, kl="fixed", beta=0.0, iterations=c.beta0_iterations),
-    "small_beta": lambda c: dataclasses.replace(c, kl="fixed", beta=c.small_beta, iterations=c.beta0_iterations),
+    "beta0": lambda c: dataclasses.replace(c, kl="fixed", beta=0.0, iterations=c.beta0_iterations,
+                                           eval_every=c.beta0_eval_every),
+    "small_beta": lambda c: dataclasses.replace(c, kl="fixed", beta=c.small_beta, iterations=c.beta0_iterations,
+                                                eval_every=c.beta0_eval_every),
     "nowhiten": lambda c: dataclasses.replace(c, whiten=False, iterations=c.stability_iterations,
                                               eval_every=c.stability_iterations, track_samples=0),
     "noclip_value": lambda c: dataclasses.replace(c, clip_value=0.0, iterations=c.stability_iterations,
