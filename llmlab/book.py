@@ -7,7 +7,11 @@
 
 Writes ``book/<notebook>.ipynb``, ``book/<notebook>.html`` and ``book/timings.json`` (minutes
 per notebook, the numbers in the README's table). A notebook that fails stops the run with
-its error; the notebooks already written are kept.
+its error; the notebooks already written are kept. A cell that gives no reply within the
+preset's timeout (:data:`CELL_TIMEOUT`) is taken for a lost kernel message, not a slow cell --
+the kernel can go idle without answering (ipython/ipykernel#1554; seen in notebook 02 with
+ipykernel 6 and 7) -- and the notebook runs once more from the top with a fresh kernel
+(artifacts already built are reused).
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# seconds a cell may run before the book takes it for a hang; the longest cpu cell takes about
+# 5 minutes on 2 cores (notebook 03's sweep), a gpu cell may train for much longer
+CELL_TIMEOUT = {"smoke": 300, "cpu": 900, "gpu": 7200}
 
 
 def notebooks(selection=()) -> list[Path]:
@@ -37,8 +44,7 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     markers_to_tags(nb)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    nb = execute(nb, path, timeout, NotebookClient)
     minutes = (time.perf_counter() - t0) / 60
     finish_progress_bars(nb)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +55,29 @@ def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     return minutes
+
+
+def execute(nb, path: Path, timeout: int, client_class, attempts: int = 2):
+    """Execute ``nb`` with ``client_class`` (nbclient's ``NotebookClient``) and return the
+    executed copy; a cell timeout or a dead kernel runs it again from the top with a fresh
+    kernel, up to ``attempts`` runs in all (the last error is raised)."""
+    import copy
+
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    for attempt in range(1, attempts + 1):
+        work = copy.deepcopy(nb)
+        try:
+            client_class(work, timeout=timeout, kernel_name="python3",
+                         resources={"metadata": {"path": str(path.parent)}}).execute()
+            return work
+        except (CellTimeoutError, DeadKernelError) as exc:
+            if attempt == attempts:
+                raise
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"[book] {path.name}: {type(exc).__name__}: {why[:200]}; running it again from the "
+                  f"top with a fresh kernel (run {attempt + 1} of {attempts}; built artifacts are reused)",
+                  flush=True)
 
 
 # nbval's comment markers and the cell tags that mean the same (nbval reads both)
@@ -207,7 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default=None, help="smoke, cpu or gpu (default: $LLMLAB_PRESET or cpu)")
     ap.add_argument("--out", default=str(REPO / "book"), help="output folder")
     ap.add_argument("--inplace", action="store_true", help="overwrite the notebooks in notebooks/")
-    ap.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="seconds allowed per cell (default: the preset's, CELL_TIMEOUT)")
     args = ap.parse_args(argv)
     preset = args.preset or os.environ.get("LLMLAB_PRESET") or "cpu"
     from .config import get_preset
@@ -222,6 +252,7 @@ def main(argv=None) -> int:
         return usage_error(f"no notebook matches {' '.join(args.select)!r}; "
                            f"notebooks are: {found}")
     os.environ["LLMLAB_PRESET"] = preset
+    timeout = args.timeout or CELL_TIMEOUT.get(preset, 1800)
     out = Path(args.out)
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
@@ -230,7 +261,7 @@ def main(argv=None) -> int:
             timings[p] = rows | timings.get(p, {})
     for path in paths:
         print(f"[book] {path.name} at preset {preset} ...", flush=True)
-        minutes = run(path, out, args.inplace, args.timeout)
+        minutes = run(path, out, args.inplace, timeout)
         timings.setdefault(preset, {})[path.stem] = round(minutes, 2)
         out.mkdir(parents=True, exist_ok=True)
         timings_path.write_text(json.dumps(timings, indent=1))

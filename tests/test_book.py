@@ -152,3 +152,31 @@ def test_readme_minutes_survive_a_partial_book_run():
     timings = {"cpu": {s: float(i) + 0.5 for i, s in enumerate(stems)}, "gpu": {stems[0]: 1.2}}
     text = f"{book.START}\n{book.readme_table(timings)}\n{book.END}"
     assert book.readme_timings(text) == timings
+
+
+def test_a_cell_timeout_runs_the_notebook_again_once(capsys):
+    """A lost kernel reply looks like a cell timeout: the book runs the notebook again from the
+    top once, and a second timeout is the error."""
+    from nbclient.exceptions import CellTimeoutError
+
+    calls = []
+
+    def client(fail_times):
+        class Fake:
+            def __init__(self, nb, **kw):
+                self.nb = nb
+
+            def execute(self):
+                calls.append(1)
+                if len(calls) <= fail_times:
+                    raise CellTimeoutError("A cell timed out while it was being executed, after 900 seconds.")
+                self.nb["ran"] = True
+        return Fake
+
+    out = book.execute({"cells": []}, Path("02_x.ipynb"), 900, client(1))
+    assert out["ran"] and len(calls) == 2
+    assert "running it again from the top" in capsys.readouterr().out
+    calls.clear()
+    with pytest.raises(CellTimeoutError):
+        book.execute({"cells": []}, Path("02_x.ipynb"), 900, client(2))
+    assert len(calls) == 2
