@@ -18,7 +18,7 @@ model trained with a fifth of its pairs on-policy (``PrefConfig.mix``) instead o
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
-up, the beta = 0 run's final gold reward below its peak by more than its interval's half-width,
+up (the 95% intervals of the shares after PPO above those before), the beta = 0 run's final gold reward below its peak by more than its interval's half-width,
 the PPO runs (main, beta = 0 and the two repeats; with ``--all`` the stability runs too) in at
 most 6 minutes on 2 cores.
 
@@ -54,7 +54,8 @@ def r4(x):
 
 
 def shares(e: dict) -> dict:
-    return {k: {"rate": r4(v["rate"]) if v["n"] else None, "n": v["n"]} for k, v in e["shares"].items()}
+    return {k: {"rate": r4(v["rate"]) if v["n"] else None, "ci95": [r4(x) for x in v["ci"]] if v["n"] else None,
+                "n": v["n"]} for k, v in e["shares"].items()}
 
 
 # two-sided 97.5% quantiles of Student's t for the interval of a mean over a few seeds
@@ -179,8 +180,10 @@ def main(argv=None) -> int:
     met = {
         "gold_gain_paired_above_0": paired[1] > 0,
         "kl_below_target": after["kl"] < c.target_kl,
-        "idk_up": sa["idk"]["rate"] > sb["idk"]["rate"],
-        "refusal_up": sa["refusal"]["rate"] > sb["refusal"]["rate"],
+        # up = the after-interval lies above the before-interval (a point estimate that rose by
+        # two replies of 480 is not a rise)
+        "idk_up": sa["idk"]["ci"][0] > sb["idk"]["ci"][1],
+        "refusal_up": sa["refusal"]["ci"][0] > sb["refusal"]["ci"][1],
         "beta0_drop_beyond_interval": drop > half,
         "seconds": seconds <= GOALS["seconds"],
     }
