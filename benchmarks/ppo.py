@@ -14,7 +14,11 @@ prompts). Beside the goals: the main configuration at more training seeds (``--m
 in scratch folders; the mean paired gain over all seeds with a t interval across seeds), and the
 peer that motivates notebook 05's training mix: PPO at three training seeds against a reward
 model trained with a fifth of its pairs on-policy (``PrefConfig.mix``) instead of half
-(``PrefConfig.train_mix``), everything else equal (``--no-peer`` skips it). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
+(``PrefConfig.train_mix``), everything else equal (``--no-peer`` skips it). The KL is reported
+three ways: over the last fifth of the main run's rollouts (what the adaptive controller steers),
+on as many training prompts as held-out ones, and on the held-out prompts (the goal's), each by
+kind of prompt; ``--kl-sweep`` adds the main configuration with four other KL settings at three
+training seeds each (a gain and a KL per run; about 10 minutes at the cpu preset). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
@@ -81,9 +85,11 @@ def train_and_pair(c, seeds, p, world, tok, sft_model, rm, sets, values, sft_eva
             ppo.build_ppo(Path(d), "main", cv, p.sft, world, tok, sft_model, rm, device, progress=False)
             pol = load_checkpoint(Path(d) / "model.pt", device=device)[0].eval()
         e = beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
-        out[k] = beyond.paired_difference(e, sft_eval) + (e["kl"],)
+        kl_train = beyond.evaluate(pol, sft_model, rm, tok, sets["train"][:c.n_eval], values, p.sft.template, c,
+                                   keep_replies=False)["kl"]
+        out[k] = beyond.paired_difference(e, sft_eval) + (e["kl"], kl_train)
         print(f"[ppo]   train_seed {k}: paired {out[k][0]:+.3f} ({out[k][1]:+.3f} to {out[k][2]:+.3f}), "
-              f"KL {e['kl']:.2f}", flush=True)
+              f"KL held-out {e['kl']:.2f}, training prompts {kl_train:.2f}", flush=True)
     return out
 
 
@@ -109,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--more-seeds", type=int, nargs="*", default=[3, 4, 5],
                     help="further training seeds of the main configuration (scratch folders)")
     ap.add_argument("--no-peer", action="store_true", help="skip PPO against the fifth-on-policy reward model")
+    ap.add_argument("--kl-sweep", action="store_true", help="also the main configuration with other KL "
+                    "settings (target_kl 0.4, 0.6; a fixed beta 0.2; beta from 0.3 with horizon 256), 3 seeds each")
     ap.add_argument("--all", action="store_true", help="also build the three stability runs, "
                     "so the time covers every PPO run notebook 06 makes")
     args = ap.parse_args(argv)
@@ -170,6 +178,26 @@ def main(argv=None) -> int:
                 "kl_by_train_seed": {k: r4(v[4]) for k, v in runs5.items()},
                 "over_seeds": seed_mean([v[0] for v in runs5.values()])}
         print(f"[ppo] peer over 3 seeds: {peer['over_seeds']}", flush=True)
+    # where the KL is: the main policy on as many training prompts as held-out ones, by kind
+    kl_train_ev = beyond.evaluate(policy, sft_model, rm, tok, sets["train"][:c.n_eval], values, p.sft.template, c)
+    hist = main_info["history"]
+    last_fifth = hist[-max(1, len(hist) // 5):]
+    kl_rollouts = statistics.fmean(h["kl"] for h in last_fifth)
+    by_kind = {name: {k: [r4(x) for x in v[:3]] + [v[3]] for k, v in sorted(ppo.kl_by_kind(e).items())}
+               for name, e in (("heldout", pe["ppo"]), ("train", kl_train_ev))}
+    print(f"[ppo] KL: last fifth of the rollouts {kl_rollouts:.2f}, training prompts {kl_train_ev['kl']:.2f}, "
+          f"held-out {pe['ppo']['kl']:.2f} (target {c.target_kl}); by kind {by_kind}", flush=True)
+    sweep = None
+    if args.kl_sweep:
+        sweep = {}
+        for name, kw in (("target_kl=0.4", {"target_kl": 0.4}), ("target_kl=0.6", {"target_kl": 0.6}),
+                         ("fixed beta=0.2", {"kl": "fixed", "beta": 0.2}),
+                         ("beta=0.3, horizon=256", {"beta": 0.3, "horizon": 256})):
+            print(f"[ppo] KL sweep: {name}", flush=True)
+            r = train_and_pair(dataclasses.replace(c, **kw), (0, 1, 2), p, world, tok, sft_model, rm, sets,
+                               values, pe["sft"], device)
+            sweep[name] = {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl_heldout": r4(v[4]),
+                               "kl_train_prompts": r4(v[5])} for k, v in r.items()}
     items = sets["train"][:c.batch_size]
     speed = {uc: ppo.rollout_speed(sft_model, tok, items, p.sft.template, c.max_new_tokens, uc)
              for uc in (True, False)}
@@ -199,11 +227,13 @@ def main(argv=None) -> int:
         "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
         "n_distinct_eval_prompts": paired[3],
         "gold_gain_paired95_by_train_seed": {k: [r4(x) for x in v[:3]] for k, v in repeats.items()},
-        "more_seeds": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl": r4(v[4])} for k, v in more.items()},
+        "more_seeds": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl": r4(v[4]), "kl_train_prompts": r4(v[5])}
+                       for k, v in more.items()},
         "gold_gain_over_train_seeds": over_seeds,
         "peer_rm_fifth_on_policy": peer,
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
-        "kl_final": r4(after["kl"]), "shares_before": shares(before), "shares_after": shares(after),
+        "kl_final": r4(after["kl"]), "kl_train_prompts": r4(kl_train_ev["kl"]),
+        "kl_rollouts_last_fifth": r4(kl_rollouts), "kl_by_kind_95": by_kind, "kl_sweep": sweep, "shares_before": shares(before), "shares_after": shares(after),
         "length_before": r4(before["length"]), "length_after": r4(after["length"]),
         "beta0_iterations": b0["config"]["iterations"], "beta0_gold_peak": r4(peak["gold"]),
         "beta0_gold_peak_iteration": peak["iteration"], "beta0_gold_final": r4(final0["gold"]),

@@ -716,6 +716,27 @@ def pooled_difference(runs: list[dict], b: dict) -> tuple[float, float, float, i
     return m, lo, hi, len(set(keys))
 
 
+def kl_by_kind(evaluation: dict) -> dict:
+    """Where a policy moved away from the reference: the mean KL per reply for each kind of
+    prompt of an :func:`evaluate_policy` result (with replies), ``{kind: (mean, low, high,
+    distinct prompts)}``, the interval clustered by prompt text (:func:`mean_interval`).
+
+    The adaptive controller steers the KL of the training rollouts as a whole; this says which
+    prompts carry it, and, for held-out prompts next to training ones, whether the policy moved
+    more on prompts its SFT data never showed it.
+
+    >>> r = lambda k, p, kl: {"kind": k, "prompt": p, "kl": kl}
+    >>> [round(x, 3) for x in kl_by_kind({"replies": [r("fact", "a", 1.0), r("fact", "b", 3.0), r("decline", "c", 0.5)]})["fact"]]
+    [2.0, 0.04, 3.96, 2]
+    """
+    groups: dict = {}
+    for rep in evaluation["replies"]:
+        g = groups.setdefault(rep["kind"], ([], []))
+        g[0].append(rep["kl"])
+        g[1].append(prompt_key(rep))
+    return {kind: (*mean_interval(kls, clusters=keys), len(set(keys))) for kind, (kls, keys) in groups.items()}
+
+
 @torch.no_grad()
 def best_of_n(model: GPT, rm: ScalarModel, tok, items: list[dict], values: dict, ns=(1, 2, 4, 8, 16),
               template: str = "chatml", max_new_tokens: int = 40, seed: int = 0,

@@ -408,6 +408,18 @@ def test_pooled_difference_averages_runs_reply_by_reply():
         ppo.pooled_difference([a, ev(1.0, 1.0)], sft)
 
 
+def test_kl_by_kind_groups_replies_by_kind_and_counts_prompts():
+    reps = [{"kind": "decline", "prompt": "d1", "kl": 2.0}, {"kind": "decline", "prompt": "d1", "kl": 2.0},
+            {"kind": "fact", "prompt": "f1", "kl": 0.0}, {"kind": "fact", "prompt": "f2", "kl": 1.0},
+            {"kind": "fact", "prompt": "f3", "kl": 2.0}]
+    out = ppo.kl_by_kind({"replies": reps})
+    assert set(out) == {"decline", "fact"}
+    # one decline prompt asked twice: one draw, so no spread to estimate
+    assert out["decline"][0] == 2.0 and out["decline"][3] == 1
+    assert out["fact"][0] == pytest.approx(1.0) and out["fact"][3] == 3
+    assert out["fact"][1:3] == pytest.approx(ppo.mean_interval([0.0, 1.0, 2.0])[1:])
+
+
 def test_a_prompt_asked_twice_is_one_draw_in_every_interval():
     """The held-out sets draw prompts with replacement from a small pool: the same text asked
     twice must not count as two independent prompts (the interval of two agreeing copies of one
