@@ -22,7 +22,10 @@ training seeds each (a gain and a KL per run; about 10 minutes at the cpu preset
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
-up (the 95% intervals of the shares after PPO above those before), the beta = 0 run's final gold reward below its peak by more than its interval's half-width,
+up (the 95% intervals of the shares after PPO above those before), the beta = 0 run's final gold reward below its peak
+(the peak evaluation picked on a random half of the held-out prompts, the final one compared with
+it reply by reply on the other half: the paired 95% interval of the change below 0; the drop on all
+prompts with the final value's half-width, the earlier unpaired reading, is reported beside it),
 the PPO runs (main, beta = 0 and the two repeats; with ``--all`` the stability runs too) in at
 most 6 minutes on 2 cores.
 
@@ -137,6 +140,9 @@ def main(argv=None) -> int:
     final0 = evals0[-1]
     drop = peak["gold"] - final0["gold"]
     half = (final0["gold_ci"][1] - final0["gold_ci"][0]) / 2
+    dp = ppo.drop_from_peak(evals0, ppo.prompt_sets(stages.get_world(p), p.sft, c)["eval"], c.eval_samples, c.seed)
+    print(f"[ppo] beta=0, peak chosen on half of the prompts (iteration {dp['peak_iteration']}), change to the end on "
+          f"the other {dp['n_prompts']}: {dp['change']:+.3f} ({dp['ci'][0]:+.3f} to {dp['ci'][1]:+.3f}, paired)", flush=True)
     print(f"[ppo] beta=0: gold peaks at {peak['gold']:.3f} (iteration {peak['iteration']}), ends at "
           f"{final0['gold']:.3f} (drop {drop:.3f}, interval half-width {half:.3f}); proxy "
           f"{evals0[0]['proxy']:.3f} -> {final0['proxy']:.3f}, KL {final0['kl']:.2f}", flush=True)
@@ -212,7 +218,9 @@ def main(argv=None) -> int:
         # two replies of 480 is not a rise)
         "idk_up": sa["idk"]["ci"][0] > sb["idk"]["ci"][1],
         "refusal_up": sa["refusal"]["ci"][0] > sb["refusal"]["ci"][1],
-        "beta0_drop_beyond_interval": drop > half,
+        # the peak picked on half of the held-out prompts, the drop measured on the other half,
+        # reply by reply (ppo.drop_from_peak): the paired interval of the change lies below 0
+        "beta0_drop_beyond_interval": dp["ci"][1] < 0,
         "seconds": seconds <= GOALS["seconds"],
     }
     out = {
@@ -238,6 +246,9 @@ def main(argv=None) -> int:
         "beta0_iterations": b0["config"]["iterations"], "beta0_gold_peak": r4(peak["gold"]),
         "beta0_gold_peak_iteration": peak["iteration"], "beta0_gold_final": r4(final0["gold"]),
         "beta0_gold_drop": r4(drop), "beta0_final_ci_half_width": r4(half),
+        "beta0_drop_heldout_half": {"peak_iteration": dp["peak_iteration"], "n_prompts": dp["n_prompts"],
+                                    "peak_gold": r4(dp["peak_gold_b"]), "final_gold": r4(dp["final_gold_b"]),
+                                    "change_paired95": [r4(dp["change"])] + [r4(x) for x in dp["ci"]]},
         "beta0_proxy_final": r4(final0["proxy"]), "beta0_kl_final": r4(final0["kl"]),
         "rollout_tokens_per_sec_kv_cache": round(speed[True]["tokens_per_sec"], 1),
         "rollout_tokens_per_sec_no_cache": round(speed[False]["tokens_per_sec"], 1),

@@ -349,10 +349,12 @@ class PPOConfig:
     n_track: int = 3                  # held-out prompts followed through training (the slider)
     track_samples: int = 3            # sampled replies per followed prompt at each look
     track_every: int = 5              # iterations between looks at the followed prompts
-    beta0_iterations: int = 60        # iterations of the beta = 0 run (reward hacking); at 25, against a
-    #                                   reward model trained on half on-policy pairs, its gold reward
-    #                                   was still at its peak: over-optimisation needs a longer run
-    beta0_eval_every: int = 10        # iterations between the beta = 0 and small-beta runs' evaluations
+    beta0_iterations: int = 120       # iterations of the beta = 0 run (reward hacking); against the reward
+    #                                   model trained on half on-policy pairs its held-out gold reward
+    #                                   was still near its peak after 60 iterations on one 2-core
+    #                                   machine and fell just after it on another; at 120 the policy
+    #                                   stops ending its replies (80-100) and the gold reward collapses
+    beta0_eval_every: int = 20        # iterations between the beta = 0 and small-beta runs' evaluations
     small_beta: float = 0.1           # fixed beta of the small-beta run (the seed's range starts here), beta0's iterations
     stability_iterations: int = 3     # iterations of each stability run (no whitening, ...)
     best_of_n: tuple = (1, 2, 4, 8, 16)  # n of the best-of-n baseline

@@ -621,7 +621,9 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
     Samples ``n_samples`` replies per item at temperature 1 (the distribution PPO optimises and
     the KL is defined on) with a fixed seed, then reports over all of them:
 
-    - ``gold``: mean gold-judge reward with its 95% interval (``gold_ci``);
+    - ``gold``: mean gold-judge reward with its 95% interval (``gold_ci``), and ``golds``, each
+      reply's, in the order of ``items`` (two evaluations of one run pair reply by reply:
+      :func:`drop_from_peak`);
     - ``proxy``: mean reward-model score (minus ``no_stop_penalty`` for a reply that never
       stopped, as in training) with ``proxy_ci``;
     - ``kl``: mean ``sum_t log pi - log pi_ref`` per reply (nats), with ``kl_ci``;
@@ -656,7 +658,7 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
     g, p, k = (mean_interval(xs, clusters=keys) for xs in (gold, proxy, kl))
     b = behaviour(rows, texts, stopped, values, keys)
     out = {"n": len(rows), "n_prompts": len(items), "distinct_prompts": len(set(keys)), "n_samples": n_samples,
-           "gold": g[0], "gold_ci": list(g[1:]),
+           "gold": g[0], "gold_ci": list(g[1:]), "golds": gold,
            "proxy": p[0], "proxy_ci": list(p[1:]), "kl": k[0], "kl_ci": list(k[1:]),
            "shares": {name: b[name] for name in SHARES + ("stopped",)}, "length": b["length"]}
     if keep_replies:
@@ -735,6 +737,49 @@ def kl_by_kind(evaluation: dict) -> dict:
         g[0].append(rep["kl"])
         g[1].append(prompt_key(rep))
     return {kind: (*mean_interval(kls, clusters=keys), len(set(keys))) for kind, (kls, keys) in groups.items()}
+
+
+def drop_from_peak(evals: list[dict], items: list[dict], n_samples: int, seed: int = 0) -> dict:
+    """Did a run's held-out gold reward fall after its peak (notebook 06, section 5)? The
+    distinct held-out prompt texts are split at random into two halves: the peak is the earlier
+    evaluation with the highest mean gold on half A, and the last evaluation is compared with it
+    on half B, reply by reply (the same prompts in the same order, :func:`evaluate_policy`'s
+    ``golds``), with the interval clustered by prompt (:func:`mean_interval`).
+
+    Picking the peak and measuring the drop on the same prompts would favour finding a drop:
+    the highest of several noisy means is high partly by chance (the winner's curse), and that
+    part does not repeat. On half B it does not help the peak. Returns ``peak_iteration``, the
+    peak's mean gold on each half (``peak_gold_a``, ``peak_gold_b``), ``final_gold_b``,
+    ``change`` (final - peak on half B) with ``ci``, and ``n_prompts`` (distinct, half B).
+
+    >>> items = [{"prompt": p} for p in "abcdefgh"]
+    >>> ev = lambda it, *g: {"iteration": it, "golds": list(g)}
+    >>> d = drop_from_peak([ev(0, *[0.0] * 8), ev(10, *[2.0] * 8), ev(20, *[1.0] * 8)], items, 1)
+    >>> d["peak_iteration"], d["change"], d["n_prompts"]
+    (10, -1.0, 4)
+    """
+    keys = [prompt_key(it) for it in items for _ in range(n_samples)]
+    distinct = sorted(set(keys))
+    random.Random(seed).shuffle(distinct)
+    half_a = set(distinct[:len(distinct) // 2])
+    in_a = [k in half_a for k in keys]
+    for e in evals:
+        if len(e["golds"]) != len(keys):
+            raise ValueError(f"drop_from_peak: an evaluation has {len(e['golds'])} replies, expected "
+                             f"{len(keys)} ({len(items)} prompts x {n_samples})")
+
+    def mean_on(e, side):
+        xs = [g for g, a in zip(e["golds"], in_a) if a == side]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    peak = max(evals[:-1] or evals, key=lambda e: mean_on(e, True))
+    final = evals[-1]
+    diffs = [f - p for f, p, a in zip(final["golds"], peak["golds"], in_a) if not a]
+    keys_b = [k for k, a in zip(keys, in_a) if not a]
+    m, lo, hi = mean_interval(diffs, clusters=keys_b)
+    return {"peak_iteration": peak["iteration"], "final_iteration": final["iteration"],
+            "peak_gold_a": mean_on(peak, True), "peak_gold_b": mean_on(peak, False),
+            "final_gold_b": mean_on(final, False), "change": m, "ci": [lo, hi], "n_prompts": len(set(keys_b))}
 
 
 @torch.no_grad()

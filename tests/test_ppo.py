@@ -4,6 +4,7 @@ run on a toy reward that must raise it."""
 import dataclasses
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -418,6 +419,26 @@ def test_kl_by_kind_groups_replies_by_kind_and_counts_prompts():
     assert out["decline"][0] == 2.0 and out["decline"][3] == 1
     assert out["fact"][0] == pytest.approx(1.0) and out["fact"][3] == 3
     assert out["fact"][1:3] == pytest.approx(ppo.mean_interval([0.0, 1.0, 2.0])[1:])
+
+
+def test_drop_from_peak_measures_on_the_half_the_peak_was_not_chosen_on():
+    """With no true change (every evaluation pure noise around 0), the naive drop (highest mean
+    minus the final mean on the same prompts) is positive on average: the winner's curse; the
+    drop measured on the other half of the prompts is not."""
+    rng = random.Random(0)
+    items = [{"prompt": f"p{i}"} for i in range(200)]
+    naive, held = [], []
+    for _ in range(200):
+        evals = [{"iteration": 10 * k, "golds": [rng.gauss(0.0, 1.0) for _ in items]} for k in range(6)]
+        means = [sum(e["golds"]) / len(items) for e in evals]
+        naive.append(max(means[:-1]) - means[-1])
+        held.append(-ppo.drop_from_peak(evals, items, 1)["change"])
+    assert sum(naive) / len(naive) > 0.08          # about 0.07 sd x E[max of 5 normals] = 1.16
+    assert abs(sum(held) / len(held)) < 0.02
+    d = ppo.drop_from_peak(evals, items, 1)
+    assert d["n_prompts"] == 100 and d["final_iteration"] == 50 and d["peak_iteration"] < 50
+    with pytest.raises(ValueError, match="expected 400"):
+        ppo.drop_from_peak(evals, items, 2)
 
 
 def test_a_prompt_asked_twice_is_one_draw_in_every_interval():
