@@ -140,7 +140,9 @@ def main(argv=None) -> int:
     final0 = evals0[-1]
     drop = peak["gold"] - final0["gold"]
     half = (final0["gold_ci"][1] - final0["gold_ci"][0]) / 2
-    dp = ppo.drop_from_peak(evals0, ppo.prompt_sets(stages.get_world(p), p.sft, c)["eval"], c.eval_samples, c.seed)
+    world = stages.get_world(p)
+    sets = ppo.prompt_sets(world, p.sft, c)
+    dp = ppo.drop_from_peak(evals0, sets["eval"], c.eval_samples, c.seed)
     print(f"[ppo] beta=0, peak chosen on half of the prompts (iteration {dp['peak_iteration']}), change to the end on "
           f"the other {dp['n_prompts']}: {dp['change']:+.3f} ({dp['ci'][0]:+.3f} to {dp['ci'][1]:+.3f}, paired)", flush=True)
     print(f"[ppo] beta=0: gold peaks at {peak['gold']:.3f} (iteration {peak['iteration']}), ends at "
@@ -148,8 +150,6 @@ def main(argv=None) -> int:
           f"{evals0[0]['proxy']:.3f} -> {final0['proxy']:.3f}, KL {final0['kl']:.2f}", flush=True)
     tok = stages.get_tokenizer(p)
     sft_model = stages.load_sft_model(p, device)
-    world = stages.get_world(p)
-    sets = ppo.prompt_sets(world, p.sft, c)
     # SFT and the PPO policy measured again with their replies kept (the same prompts, seed and
     # code as the stored evaluations, so the same numbers): the gold difference prompt by prompt
     rm = stages.load_reward_model(p, device)
