@@ -17,8 +17,8 @@ model trained with a fifth of its pairs on-policy (``PrefConfig.mix``) instead o
 (``PrefConfig.train_mix``), everything else equal (``--no-peer`` skips it). The KL is reported
 three ways: over the last fifth of the main run's rollouts (what the adaptive controller steers),
 on as many training prompts as held-out ones, and on the held-out prompts (the goal's), each by
-kind of prompt; ``--kl-sweep`` adds the main configuration with four other KL settings at three
-training seeds each (a gain and a KL per run; about 10 minutes at the cpu preset). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
+kind of prompt; ``--kl-sweep`` adds the main configuration with five other KL settings at three
+training seeds each (a gain and a KL per run; about 12 minutes at the cpu preset). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
                     help="further training seeds of the main configuration (scratch folders)")
     ap.add_argument("--no-peer", action="store_true", help="skip PPO against the fifth-on-policy reward model")
     ap.add_argument("--kl-sweep", action="store_true", help="also the main configuration with other KL "
-                    "settings (target_kl 0.4, 0.6; a fixed beta 0.2; beta from 0.3 with horizon 256), 3 seeds each")
+                    "settings (target_kl 0.4, 0.6; a fixed beta 0.2 and 0.4; beta from 0.3 with horizon 256), 3 seeds each")
     ap.add_argument("--all", action="store_true", help="also build the three stability runs, "
                     "so the time covers every PPO run notebook 06 makes")
     args = ap.parse_args(argv)
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     c = ppo_config(p)
     device = pick_device()
     t0 = time.perf_counter()
+    sft_eval = stages.get_sft_eval(p)     # every run's iteration 0, measured once
     runs = {v: stages.get_ppo(p, v, progress=False) for v in
             ("main", "beta0", "seed_1", "seed_2") + (("nowhiten", "noclip_value", "lr10") if args.all else ())}
     bench_seconds = time.perf_counter() - t0
@@ -150,22 +151,18 @@ def main(argv=None) -> int:
           f"{evals0[0]['proxy']:.3f} -> {final0['proxy']:.3f}, KL {final0['kl']:.2f}", flush=True)
     tok = stages.get_tokenizer(p)
     sft_model = stages.load_sft_model(p, device)
-    # SFT and the PPO policy measured again with their replies kept (the same prompts, seed and
-    # code as the stored evaluations, so the same numbers): the gold difference prompt by prompt
+    # SFT and the PPO policy as the runs stored them (replies kept): the gold difference prompt by prompt
     rm = stages.load_reward_model(p, device)
     policy = load_checkpoint(runs["main"].file("model.pt"), device=device)[0].eval()
     values = prefs.relation_values(world)
-    pe = {name: beyond.evaluate(m, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
-          for name, m in (("sft", sft_model), ("ppo", policy))}
+    pe = {"sft": sft_eval.info, "ppo": after}
     paired = beyond.paired_difference(pe["ppo"], pe["sft"])
     print(f"[ppo] gold PPO - SFT, paired by prompt: {paired[0]:+.3f} ({paired[1]:+.3f} to {paired[2]:+.3f}, "
           f"{paired[3]} prompts x {c.eval_samples} replies)", flush=True)
     # the main configuration repeated with other training seeds, on the same prompts and samples
     repeats = {0: paired}
     for k in (1, 2):
-        pol = load_checkpoint(runs[f"seed_{k}"].file("model.pt"), device=device)[0].eval()
-        repeats[k] = beyond.paired_difference(beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values,
-                                                              p.sft.template, c), pe["sft"])
+        repeats[k] = beyond.paired_difference(runs[f"seed_{k}"].info["final_eval"], pe["sft"])
         print(f"[ppo] train_seed {k}: gold PPO - SFT, paired {repeats[k][0]:+.3f} ({repeats[k][1]:+.3f} to "
               f"{repeats[k][2]:+.3f})", flush=True)
     more = train_and_pair(c, args.more_seeds, p, world, tok, sft_model, rm, sets, values, pe["sft"], device)
@@ -198,6 +195,7 @@ def main(argv=None) -> int:
         sweep = {}
         for name, kw in (("target_kl=0.4", {"target_kl": 0.4}), ("target_kl=0.6", {"target_kl": 0.6}),
                          ("fixed beta=0.2", {"kl": "fixed", "beta": 0.2}),
+                         ("fixed beta=0.4", {"kl": "fixed", "beta": 0.4}),
                          ("beta=0.3, horizon=256", {"beta": 0.3, "horizon": 256})):
             print(f"[ppo] KL sweep: {name}", flush=True)
             r = train_and_pair(dataclasses.replace(c, **kw), (0, 1, 2), p, world, tok, sft_model, rm, sets,
@@ -209,7 +207,8 @@ def main(argv=None) -> int:
              for uc in (True, False)}
     print(f"[ppo] rollout: {speed[True]['tokens_per_sec']:.0f} tokens/s with the KV cache, "
           f"{speed[False]['tokens_per_sec']:.0f} without", flush=True)
-    seconds = sum(a.info["seconds"] for a in runs.values())
+    # the runs' wall time (each without its first evaluation) plus the one SFT evaluation they share
+    seconds = sum(a.info["seconds"] for a in runs.values()) + sft_eval.meta.get("build_seconds", 0.0)
     sb, sa = before["shares"], after["shares"]
     met = {
         "gold_gain_paired_above_0": paired[1] > 0,
@@ -253,7 +252,8 @@ def main(argv=None) -> int:
         "rollout_tokens_per_sec_kv_cache": round(speed[True]["tokens_per_sec"], 1),
         "rollout_tokens_per_sec_no_cache": round(speed[False]["tokens_per_sec"], 1),
         "kv_cache_speedup": round(speed[True]["tokens_per_sec"] / speed[False]["tokens_per_sec"], 2),
-        "run_seconds": {v: a.info["seconds"] for v, a in runs.items()}, "seconds": round(seconds, 1),
+        "run_seconds": {"sft_eval": sft_eval.meta.get("build_seconds"), **{v: a.info["seconds"] for v, a in runs.items()}},
+        "seconds": round(seconds, 1),
         "benchmark_wall_seconds": round(bench_seconds, 1),
         "goals": GOALS, "goals_met": met,
     }

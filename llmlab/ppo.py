@@ -909,7 +909,8 @@ def ppo_iteration(ac: ActorCritic, ref: GPT, rm: ScalarModel, tok, items: list[d
 
 def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dict],
               eval_items: list[dict], track_items: list[dict], values: dict, c, template: str = "chatml",
-              device=None, progress: bool = True, callback: Callable | None = None) -> dict:
+              device=None, progress: bool = True, callback: Callable | None = None,
+              initial_eval: dict | None = None) -> dict:
     """Run ``c.iterations`` PPO iterations on ``policy`` in place (notebook 06, section 3).
 
     Each iteration draws ``c.batch_size`` prompts from ``train_items`` (the training split) and
@@ -917,6 +918,11 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     the policy is measured on ``eval_items`` with :func:`evaluate_policy` (held-out prompts),
     and every ``c.track_every`` iterations the ``track_items`` get ``c.track_samples`` sampled
     replies each (the slider of section 7). ``callback(iteration, metrics)`` after each iteration (the live plot).
+    ``initial_eval``: the starting policy's :func:`evaluate_policy` result on ``eval_items`` with
+    this run's settings, measured once for every run that starts from it
+    (``stages.get_sft_eval``); it becomes iteration 0 instead of measuring again (the measurement
+    has its own generator, so the run is the same either way). The last evaluation keeps its
+    replies (notebooks 06-08 pair them prompt by prompt); the others keep each reply's gold only.
     Returns ``{"history", "evals", "track", "seconds"}``.
 
     Under ``torchrun`` (the path pretraining takes: ``init_distributed``, gloo on CPU, nccl on
@@ -966,7 +972,7 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
             return
         e = evaluate_policy(policy, ref, rm, tok, eval_items, values, template, c.max_new_tokens,
                             n_samples=c.eval_samples, seed=c.seed + 1,
-                            no_stop_penalty=c.no_stop_penalty, keep_replies=False)
+                            no_stop_penalty=c.no_stop_penalty, keep_replies=it == c.iterations)
         evals.append({"iteration": it, **e})
 
     def follow(it):
@@ -980,7 +986,14 @@ def train_ppo(policy: GPT, ref: GPT, rm: ScalarModel, tok, train_items: list[dic
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    measure(0)
+    if initial_eval is None:
+        measure(0)
+    elif d.master:
+        if (initial_eval["n_prompts"], initial_eval["n_samples"]) != (len(eval_items), c.eval_samples):
+            raise ValueError(f"initial_eval measured {initial_eval['n_prompts']} prompts x "
+                             f"{initial_eval['n_samples']} replies; this run evaluates "
+                             f"{len(eval_items)} x {c.eval_samples}")
+        evals.append({"iteration": 0, **{k: v for k, v in initial_eval.items() if k != "replies"}})
     follow(0)
     bar = tqdm(total=c.iterations, desc="PPO", unit="iter", disable=not progress or not d.master)
     for it in range(1, c.iterations + 1):
@@ -1045,13 +1058,26 @@ def prompt_sets(world, sft_cfg, c) -> dict:
     return {"train": train, "eval": held[:c.n_eval], "track": held[c.n_eval:c.n_eval + c.n_track]}
 
 
+def build_sft_eval(c, sft_cfg, world, tok, sft_model: GPT, rm: ScalarModel) -> dict:
+    """The recipe of the SFT policy's held-out evaluation (notebooks 06-09): :func:`evaluate_policy`
+    of ``sft_model`` (its own reference, so its KL is 0) on :func:`prompt_sets`' ``eval`` items
+    with ``c``'s settings, replies kept. Every PPO run starts from this policy and every later
+    notebook compares against it, so it is measured once (``stages.get_sft_eval``)."""
+    items = prompt_sets(world, sft_cfg, c)["eval"]
+    return evaluate_policy(sft_model, sft_model, rm, tok, items, prefs.relation_values(world), sft_cfg.template,
+                           c.max_new_tokens, n_samples=c.eval_samples, seed=c.seed + 1,
+                           no_stop_penalty=c.no_stop_penalty)
+
+
 def build_ppo(folder: Path, variant: str, c, sft_cfg, world, tok, sft_model: GPT, rm: ScalarModel,
-              device=None, progress: bool = True, callback: Callable | None = None) -> dict:
+              device=None, progress: bool = True, callback: Callable | None = None,
+              initial_eval: dict | None = None) -> dict:
     """The recipe of one PPO run (notebook 06): the policy and the reference start as copies of
     ``sft_model``, the value model as a copy of ``rm``; :func:`train_ppo` with the variant's
     config (:func:`variant_config`); saves ``model.pt`` (the policy) and ``track.json`` (the
     followed prompts' replies per iteration) in ``folder``; returns the config, the
-    per-iteration ``history``, the held-out ``evals`` and ``final_eval``, and the wall time."""
+    per-iteration ``history``, the held-out ``evals`` and ``final_eval`` (its replies kept), and
+    the wall time. ``initial_eval``: ``sft_model`` already measured (:func:`train_ppo`)."""
     from .artifacts import atomic_write_text
     from .device import pick_device, seed_everything
     from .train import save_checkpoint
@@ -1065,7 +1091,7 @@ def build_ppo(folder: Path, variant: str, c, sft_cfg, world, tok, sft_model: GPT
     ref = copy.deepcopy(sft_model).to(device).eval()
     rm = copy.deepcopy(rm).to(device).eval()
     res = train_ppo(policy, ref, rm, tok, sets["train"], sets["eval"], sets["track"], values, cv,
-                    sft_cfg.template, device, progress, callback)
+                    sft_cfg.template, device, progress, callback, initial_eval)
     save_checkpoint(Path(folder) / "model.pt", policy.cpu())
     atomic_write_text(Path(folder) / "track.json", json.dumps(res["track"]))
     return {"variant": variant, "config": dataclasses.asdict(cv), "history": res["history"],

@@ -449,6 +449,30 @@ def load_reward_model(preset: Preset | str | None = None, device=None, variant: 
 # --- notebook 06: RLHF with PPO (llmlab.ppo) ----------------------------------------------
 
 
+def get_sft_eval(preset: Preset | str | None = None, root: Path | None = None) -> Artifact:
+    """The SFT model measured on notebook 06's held-out prompts (:func:`llmlab.ppo.build_sft_eval`:
+    ``ppo.evaluate_policy`` with the main ``PPOConfig``'s prompts, seed and samples, replies kept)
+    in ``info``. It is every PPO run's iteration 0 and the row every later notebook compares
+    against, so it is measured once."""
+    from . import ppo as ppo_mod
+    from .config import ppo_config, reward_config
+
+    p = _preset(preset)
+    c = ppo_config(p)
+    deps = [get_sft_model(p, root=root), get_reward_model(p, root=root), get_tokenizer_artifact(p, root=root)]
+
+    def build(tmp: Path) -> dict:
+        from .device import pick_device
+
+        device = pick_device()
+        return ppo_mod.build_sft_eval(c, p.sft, get_world(p), get_tokenizer(p, root=root),
+                                      load_sft_model(p, device, root=root),
+                                      load_reward_model(p, device, root=root))
+
+    return ensure("sft_eval", p.name, [p.world, p.sft, p.model, reward_config(p), c], build,
+                  deps=deps, code=code_of(ppo_mod.build_sft_eval), root=root)
+
+
 def get_ppo(preset: Preset | str | None = None, variant: str = "main", root: Path | None = None,
             progress: bool = True, callback=None) -> Artifact:
     """A PPO run (notebook 06), built by :func:`llmlab.ppo.build_ppo`: ``model.pt`` (the
@@ -465,10 +489,14 @@ def get_ppo(preset: Preset | str | None = None, variant: str = "main", root: Pat
 
     p = _preset(preset)
     c = ppo_config(p)
-    ppo_mod.variant_config(c, variant)          # a clear error for an unknown variant
+    cv = ppo_mod.variant_config(c, variant)     # a clear error for an unknown variant
     sft_art = get_sft_model(p, root=root)
     rm_art = get_reward_model(p, root=root)
     tok_art = get_tokenizer_artifact(p, root=root)
+    # the run starts from the SFT policy: its held-out evaluation is measured once for every run
+    same_eval = all(getattr(cv, f) == getattr(c, f) for f in
+                    ("seed", "n_prompts", "n_eval", "n_track", "eval_samples", "max_new_tokens", "no_stop_penalty"))
+    eval_art = get_sft_eval(p, root=root) if same_eval else None
 
     def build(tmp: Path) -> dict:
         from .device import pick_device
@@ -476,11 +504,13 @@ def get_ppo(preset: Preset | str | None = None, variant: str = "main", root: Pat
         device = pick_device()
         return ppo_mod.build_ppo(tmp, variant, c, p.sft, get_world(p), get_tokenizer(p, root=root),
                                  load_sft_model(p, device, root=root),
-                                 load_reward_model(p, device, root=root), device, progress, callback)
+                                 load_reward_model(p, device, root=root), device, progress, callback,
+                                 initial_eval=eval_art.info if eval_art is not None else None)
 
     return ensure("ppo" if variant == "main" else f"ppo_{variant}", p.name,
                   [p.world, p.sft, p.model, reward_config(p), c], build,
-                  deps=[sft_art, rm_art, tok_art], code=code_of(ppo_mod.build_ppo), root=root)
+                  deps=[sft_art, rm_art, tok_art] + ([eval_art] if eval_art is not None else []),
+                  code=code_of(ppo_mod.build_ppo), root=root)
 
 
 def load_ppo_policy(preset: Preset | str | None = None, variant: str = "main", device=None,

@@ -256,6 +256,37 @@ def test_tiny_ppo_run_raises_a_toy_reward():
     assert end > start + 2.0, proxies
 
 
+def test_a_run_given_its_starting_evaluation_is_the_run_that_measures_it():
+    """``initial_eval`` (the SFT evaluation every run shares, stages.get_sft_eval) replaces the
+    measurement at iteration 0 and nothing else: the evaluation has its own generator, so the
+    training and the final evaluation are the same; the last evaluation keeps its replies, the
+    others their golds only; an evaluation of another size is refused."""
+    c = dataclasses.replace(ddp_ppo_config(), iterations=2, eval_every=1)
+    train, held = [decline("hi"), decline("hello")] * 4, [decline("hey"), decline("yo")]
+
+    def run(initial_eval=None):
+        seed_everything(0)
+        policy, rm = GPT(TINY), ScalarModel(GPT(TINY))
+        ref = GPT(TINY)
+        ref.load_state_dict(policy.state_dict())
+        return ppo.train_ppo(policy, ref, rm, BYTES, train, held, [], {}, c, device="cpu", progress=False,
+                             initial_eval=initial_eval)
+
+    seed_everything(0)
+    policy = GPT(TINY)
+    start = ppo.evaluate_policy(policy, policy, ScalarModel(GPT(TINY)), BYTES, held, {}, "chatml",
+                                c.max_new_tokens, n_samples=c.eval_samples, seed=c.seed + 1,
+                                no_stop_penalty=c.no_stop_penalty)
+    a, b = run(), run(start)
+    assert b["evals"][0]["golds"] == start["golds"] == a["evals"][0]["golds"]
+    assert "replies" not in b["evals"][0] and "replies" not in a["evals"][1]
+    assert "replies" in a["evals"][-1] and a["evals"][-1]["replies"] == b["evals"][-1]["replies"]
+    for ha, hb in zip(a["history"], b["history"]):
+        assert {k: v for k, v in ha.items() if k != "seconds"} == {k: v for k, v in hb.items() if k != "seconds"}
+    with pytest.raises(ValueError, match="initial_eval measured 2 prompts"):
+        run({**start, "n_samples": c.eval_samples + 1})
+
+
 def test_best_of_n_proxy_never_falls_with_n():
     seed_everything(0)
     model = GPT(TINY)
