@@ -27,7 +27,8 @@ up (the 95% intervals of the shares after PPO above those before), the beta = 0 
 it reply by reply on the other half: the paired 95% interval of the change below 0; the drop on all
 prompts with the final value's half-width, the earlier unpaired reading, is reported beside it),
 the PPO runs (main, beta = 0 and the two repeats; with ``--all`` the stability runs too) in at
-most 6 minutes on 2 cores.
+most 6 minutes on 2 cores, counted with the one held-out evaluation of the SFT model that every
+run starts from (``stages.get_sft_eval``, measured once).
 
 The last line of stdout is one JSON object with every figure and the goals beside them.
 """
