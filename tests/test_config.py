@@ -51,9 +51,11 @@ def test_every_config_field_has_a_comment():
 
 def test_config_hash_changes_with_any_field():
     a = PRESETS["cpu"].world
-    b = dataclasses.replace(a, seed=a.seed + 1)
     assert config.config_hash(a) == config.config_hash(PRESETS["cpu"].world)
-    assert config.config_hash(a) != config.config_hash(b)
+    for f in dataclasses.fields(a):              # each field, changed alone, changes the hash
+        v = getattr(a, f.name)
+        other = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, (int, float)) else v + "x"
+        assert config.config_hash(a) != config.config_hash(dataclasses.replace(a, **{f.name: other})), f.name
 
 
 def test_precision_rules():
@@ -67,13 +69,26 @@ def test_precision_rules():
 
 
 def test_pick_device(monkeypatch):
+    """CUDA first, then MPS, then the CPU; a device asked for (argument or $LLMLAB_DEVICE) wins
+    and must exist."""
+    from llmlab import device as device_mod
+
     monkeypatch.delenv("LLMLAB_DEVICE", raising=False)
-    dev = pick_device()
-    assert dev.type == ("cuda" if torch.cuda.is_available() else dev.type)
+    for cuda, mps, want in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(device_mod, "_mps_available", lambda mps=mps: mps)
+        assert pick_device().type == want
     assert pick_device("cpu").type == "cpu"
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            pick_device("cuda")
+    monkeypatch.setenv("LLMLAB_DEVICE", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device().type == "cpu"                  # the environment variable wins
+    monkeypatch.delenv("LLMLAB_DEVICE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_mod, "_mps_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="MPS is not available"):
+        pick_device("mps")
 
 
 def test_seed_everything_repeats():

@@ -190,7 +190,12 @@ def test_dpo_loss_is_bradley_terry_on_the_implicit_rewards():
 
 
 def test_bt_loss_exercise_example_is_right():
-    assert math.isclose(-F.logsigmoid(torch.tensor(1.0)).item(), 0.3133, abs_tol=1e-4)
+    """The worked value the exercise text quotes is the package's loss at margin 1."""
+    from llmlab import reward
+
+    assert "0.3133" in E.instructions_markdown("bt_loss")
+    got = reward.bt_loss(torch.tensor([1.0]), torch.tensor([0.0])).item()
+    assert math.isclose(got, 0.3133, abs_tol=1e-4)
 
 
 # ---- the notebooks: instructor edition -----------------------------------------------------

@@ -75,10 +75,16 @@ def test_stops_at_eot():
     out = generate(m, idx, 10, temperature=0, eot_id=eot)
     assert out[0, -1].item() == eot
     assert out.size(1) == 3 + [int(t) for t in free[0, 3:]].index(eot) + 1
-    # in a batch, finished rows are padded with eot until every row is done
-    batch = generate(m, torch.randint(0, 50, (4, 3)), 10, temperature=1.0, eot_id=eot,
+    # in a batch, finished rows are padded with eot until every row is done: take as "eot" a
+    # token row 0 samples at its third step, so that row is sure to finish early
+    prompts = torch.randint(0, 50, (4, 3))
+    free = generate(m, prompts, 10, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    eot = int(free[0, 5])
+    batch = generate(m, prompts, 10, temperature=1.0, eot_id=eot,
                      generator=torch.Generator().manual_seed(0))
-    for row in batch[:, 3:].tolist():
+    rows = batch[:, 3:].tolist()
+    assert eot in rows[0] and rows[0].index(eot) <= 2
+    for row in rows:
         if eot in row:
             i = row.index(eot)
             assert all(t == eot for t in row[i:])

@@ -183,6 +183,7 @@ def test_pairwise_two_processes_match_one(tmp_path):
     single = train(ScalarModel(GPT(CFG)), pairs(256, 0), pairs(64, 1), ddp_config(batch_size=8),
                    device="cpu", batch_fn=pair_batch, loss_fn=pairwise_loss)
     assert len(set(round(x, 4) for x in single.train_losses)) > 1
+    assert len(ddp["train_losses"]) == len(single.train_losses) == 4
     assert max(abs(a - b) for a, b in zip(ddp["train_losses"], single.train_losses)) < 2e-5
 
 

@@ -310,7 +310,12 @@ def test_calibration_bins_are_symmetric_and_count_every_prediction():
     for r in rows:                      # a bin and its mirror image see mirrored outcomes
         mirror = next(m for m in rows if m["lo"] == pytest.approx(1 - r["hi"]))
         assert r["observed"] == pytest.approx(1 - mirror["observed"])
-    assert 0 <= reward.expected_calibration_error(rows) <= 1
+    # by hand: margins 2, 0.5, -1, 6 -> sigmoids and their mirrors fall in four bins of two;
+    # |mean predicted - observed| is 0.0608, 0.1768, 0.1768, 0.0608, each weighted 2/8
+    full = [r for r in rows if r["n"]]
+    assert [round(r["predicted"], 4) for r in full] == [0.0608, 0.3232, 0.6768, 0.9392]
+    assert [r["observed"] for r in full] == [0.0, 0.5, 0.5, 1.0]
+    assert reward.expected_calibration_error(rows) == pytest.approx(0.11880, abs=1e-4)
 
 
 def test_length_slope_by_hand():

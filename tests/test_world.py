@@ -76,7 +76,8 @@ def test_heldout_facts_and_unknown_entities_never_appear(world):
             assert f.statement not in everything
     for e in world.unknown:
         assert e.name not in everything, e.name
-    assert world.fact_counts()[next(f.id for f in world.facts if not f.heldout)] >= 0
+    counts = world.fact_counts()          # every statement a page records, paraphrases included
+    assert all(counts[f.id] == 0 for f in world.facts if f.heldout) and max(counts.values()) > 0
     assert sum(f.heldout for f in world.facts) > 0
 
 
@@ -149,7 +150,7 @@ def test_summary_and_entropy(world):
     s = summary(world)
     assert s["pages"] == len(world.pages)
     assert abs(sum(s["kind_shares"].values()) - 1) < 1e-3      # shares are rounded to 4 places
-    assert 0 < s["entropy_bits_per_byte"] < 8
+    assert 0.02 < s["entropy_bits_per_byte"] < 0.5     # the renderer's choices: a small part of each byte
     assert set(s["kind_counts"]) == set(KINDS) and all(s["kind_counts"][k] for k in BAD_KINDS)
 
 
@@ -201,7 +202,7 @@ def test_fresh_pages_share_the_knowledge_not_the_text(world):
             assert not facts[fid].heldout and facts[fid].object in p.text
     assert not any(e.name in text for e in world.unknown)
     bits = sum(p.bits for p in pages) / sum(len(p.text.encode()) + 1 for p in pages)
-    assert 0.5 * world.entropy_bits_per_byte() < bits < 2 * world.entropy_bits_per_byte()
+    assert bits == pytest.approx(world.entropy_bits_per_byte(), rel=0.05)     # counted as the crawl counts it
     assert [p.text for p in write_pages(world, 50, seed=5)] == [p.text for p in pages[:50]]
     other = {p.text for p in write_pages(world, n, seed=6)}
     assert len(other & {p.text for p in pages}) < n // 4
