@@ -12,6 +12,13 @@ preset's timeout (:data:`CELL_TIMEOUT`) is taken for a lost kernel message, not 
 the kernel can go idle without answering (ipython/ipykernel#1554; seen in notebook 02 with
 ipykernel 6 and 7) -- and the notebook runs once more from the top with a fresh kernel
 (artifacts already built are reused).
+
+A stalled message can also come through late, at the timeout: in one run notebook 02's request
+for the cell after its widget reached the kernel only when nbclient's 1200-s wait for the reply
+ended (kernel and client both idle in between; jupyter/nbclient#312 reports the same after a
+widget cell), so the notebook went on, 20 minutes late. The book's client
+(:class:`PollingClient`) therefore waits for kernel messages in slices of a few seconds, each a
+fresh poll of the socket (:func:`in_slices`), instead of one poll for the whole timeout.
 """
 from __future__ import annotations
 
@@ -37,15 +44,52 @@ def notebooks(selection=()) -> list[Path]:
     return found
 
 
+POLL_SLICE = 5.0     # seconds of one poll of a kernel socket (PollingClient)
+
+
+def in_slices(get_msg, step: float = POLL_SLICE):
+    """``get_msg(timeout)`` of a kernel client's channel, waiting in slices of at most ``step``
+    seconds: each slice polls the socket afresh, so a message that one long poll missed is found
+    by the next; :class:`queue.Empty` only once the whole ``timeout`` has passed (``None``: wait
+    for ever, as the wrapped call would)."""
+    from queue import Empty
+
+    async def sliced(timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return await get_msg(timeout=step if left is None else min(step, left))
+            except Empty:
+                if left is not None and left <= step:
+                    raise
+
+    return sliced
+
+
+def polling_client():
+    """nbclient's ``NotebookClient`` whose kernel client waits for shell and iopub messages
+    :func:`in_slices` (see the module docstring)."""
+    from nbclient import NotebookClient
+
+    class PollingClient(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            kc = await super().async_start_new_kernel_client()
+            for channel in (kc.shell_channel, kc.iopub_channel):
+                channel.get_msg = in_slices(channel.get_msg)
+            return kc
+
+    return PollingClient
+
+
 def run(path: Path, out_dir: Path, inplace: bool, timeout: int) -> float:
     import nbformat
-    from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
     markers_to_tags(nb)
     t0 = time.perf_counter()
-    nb = execute(nb, path, timeout, NotebookClient)
+    nb = execute(nb, path, timeout, polling_client())
     minutes = (time.perf_counter() - t0) / 60
     finish_progress_bars(nb)
     out_dir.mkdir(parents=True, exist_ok=True)

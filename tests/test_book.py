@@ -1,6 +1,7 @@
 """The book command, the README's two commands, and the hygiene of the committed notebooks."""
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,35 @@ def test_a_cell_timeout_runs_the_notebook_again_once(capsys):
     with pytest.raises(CellTimeoutError):
         book.execute({"cells": []}, Path("02_x.ipynb"), 900, client(2))
     assert len(calls) == 2
+
+
+def test_in_slices_finds_a_message_a_long_poll_missed_and_keeps_the_timeout():
+    """The book's kernel client polls in short slices: a message that one long poll would have
+    slept through is returned by the next slice; with nothing to read, Empty comes only when the
+    whole timeout has passed; timeout None waits until a message comes."""
+    import asyncio
+    from queue import Empty
+
+    def channel(ready_after):
+        asked = []
+
+        async def get_msg(timeout=None):
+            asked.append(timeout)
+            if len(asked) > ready_after:
+                return {"msg": len(asked)}
+            await asyncio.sleep(0)
+            raise Empty
+        return get_msg, asked
+
+    get_msg, asked = channel(ready_after=3)
+    got = asyncio.run(book.in_slices(get_msg, step=0.01)(timeout=100))
+    assert got == {"msg": 4} and asked == [0.01] * 4          # slices, not one poll of 100 s
+    get_msg, asked = channel(ready_after=10 ** 9)
+    t0 = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(book.in_slices(get_msg, step=0.01)(timeout=0.05))
+    assert 0.04 <= time.monotonic() - t0 < 1.0 and max(asked) <= 0.01 + 1e-9
+    get_msg, asked = channel(ready_after=5)
+    assert asyncio.run(book.in_slices(get_msg, step=0.01)(timeout=None)) == {"msg": 6}
+    assert book.polling_client().__name__ == "PollingClient"
+
