@@ -19,10 +19,9 @@ traceback; a stub that raises ``NotImplementedError`` is "not attempted yet", no
 The student edition of the notebooks replaces every solution cell by such a stub
 (:func:`student_edition`; ``python -m llmlab.exercises student --out student/``).
 
-GAE and the DPO loss are defined here for notebooks 06 and 07, with small references
-(:func:`gae`, :func:`dpo_loss`) until ``ppo.py`` and ``dpo.py`` exist; then their exercises
-should point at the package's own functions. GRPO's group advantages (notebook 08) already do:
-the reference is :func:`llmlab.beyond.group_advantages`.
+Every exercise's reference is the function its notebook runs: ``llmlab.ppo.gae`` for GAE
+(notebook 06), ``llmlab.dpo.dpo_loss`` for the DPO loss (07), ``llmlab.beyond.group_advantages``
+for GRPO's group advantages (08).
 """
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import chat, model, reward, sft, tokenizer
+from . import chat, dpo, model, ppo, reward, sft, tokenizer
 from .beyond import group_advantages
 from .data import dedup
 
@@ -452,93 +451,76 @@ register(Exercise(
 # ---- 06: generalised advantage estimation ----------------------------------------------------
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """Generalised advantage estimates (Schulman et al. 2016, Eq. 16), computed backwards.
-
-    ``rewards`` (T,); ``values`` (T + 1,): the value of each state and, last, of the state
-    after the final step (0 when the episode ended there). Returns the advantages (T,):
-    ``delta_t = r_t + gamma V_{t+1} - V_t`` and ``A_t = delta_t + gamma lam A_{t+1}``,
-    ``A_T = 0``. The reference of the ``gae`` exercise until ``llmlab.ppo`` has its own.
-
-    >>> gae(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0, 0.0]), 1.0, 1.0).tolist()
-    [1.0, 1.0]
-    >>> gae(torch.tensor([1.0]), torch.tensor([0.5, 2.0]), 0.5, 0.9).tolist()   # 1 + 0.5 * 2 - 0.5
-    [1.5]
-    """
-    T = rewards.size(0)
-    adv = torch.zeros_like(rewards)                                          # (T,)
-    running = torch.zeros((), dtype=rewards.dtype)
-    for t in reversed(range(T)):
-        delta = rewards[t] + gamma * values[t + 1] - values[t]               # TD error
-        running = delta + gamma * lam * running
-        adv[t] = running
-    return adv
-
-
-def _gae_variant(rewards, values, gamma, lam, *, lam_used=True, bootstrap=True, forward=False):
-    T = rewards.size(0)
-    vals = values.clone()
-    if not bootstrap:
-        vals[T] = 0.0
-    deltas = rewards + gamma * vals[1:] - vals[:-1]                            # (T,)
+def _gae_variant(rewards, values, mask, gamma, lam, *, lam_used=True, forward=False,
+                 padding_in_episode=False, returns_add_values=True, mask_returns=True):
+    """``ppo.gae`` written another way (all flags at their defaults: the same numbers), and
+    the classic mistakes, one flag each."""
+    m = (mask.cumsum(1) > 0).to(mask.dtype) if padding_in_episode else mask   # (B, T)
+    B, T = rewards.shape
+    nxt = torch.cat([values[:, 1:] * m[:, 1:], values.new_zeros(B, 1)], 1)   # V_{t+1}, 0 after the episode
+    delta = (rewards + gamma * nxt - values) * m                               # (B, T) TD errors
     decay = gamma * (lam if lam_used else 1.0)
-    adv, running = torch.zeros_like(rewards), torch.zeros((), dtype=rewards.dtype)
+    adv, running = torch.zeros_like(rewards), rewards.new_zeros(B)
     for t in (range(T) if forward else reversed(range(T))):
-        running = deltas[t] + decay * running
-        adv[t] = running
-    return adv
+        running = (delta[:, t] + decay * running) * m[:, t]
+        adv[:, t] = running
+    adv = adv * mask
+    ret = adv + values if returns_add_values else adv.clone()
+    return adv, ret * mask if mask_returns else ret
 
 
 def _gae_case(rng: random.Random) -> tuple:
-    T = rng.randrange(2, 9)
-    return _randn(rng, T), _randn(rng, T + 1), rng.choice([0.9, 0.99, 1.0]), rng.choice([0.5, 0.8, 0.95])
+    B, T = rng.randrange(1, 5), rng.randrange(2, 9)
+    mask = torch.zeros(B, T)
+    for b in range(B):                          # prompt, then the reply, then padding
+        s = rng.randrange(T)
+        mask[b, s:rng.randrange(s + 1, T + 1)] = 1.0
+    return (_randn(rng, B, T), _randn(rng, B, T), mask, rng.choice([0.9, 0.99, 1.0]),
+            rng.choice([0.5, 0.8, 0.95]))
 
 
 register(Exercise(
     name="gae", notebook="06", title="generalised advantage estimation",
     instructions=(
-        "Write `my_gae(rewards, values, gamma, lam)`: `rewards` (T,) and `values` (T + 1,), "
-        "whose last entry is the value of the state after the final step. Return the advantages "
-        "(T,), computed backwards from the end: δ_t = r_t + γ V_{t+1} - V_t and "
-        "A_t = δ_t + γ λ A_{t+1}, with A_T = 0.\n\n"
-        "Example: `my_gae(torch.tensor([1.0]), torch.tensor([0.5, 2.0]), 0.5, 0.9) -> "
-        "tensor([1.5])` (1 + 0.5 × 2 - 0.5)."),
-    reference=gae, arg_names=("rewards", "values", "gamma", "lam"),
-    fixed=[(torch.tensor([1.0]), torch.tensor([0.5, 2.0]), 0.5, 0.9),
-           (torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.2, 0.4, 0.6, 1.0]), 0.9, 0.5),
-           (torch.tensor([1.0, -1.0, 0.5, 2.0]), torch.tensor([0.0, 1.0, -0.5, 0.3, 0.7]), 0.99, 0.95)],
+        "Write `my_gae(rewards, values, mask, gamma, lam)`: `rewards` and `values` (B, T) are the "
+        "per-token rewards and the value model's predictions of B episodes, and `mask` (B, T) is "
+        "1 on each row's reply tokens (one run of ones: the prompt before it and the padding "
+        "after it are 0). Return `(advantages, returns)`, each (B, T), computed backwards from "
+        "the end: δ_t = r_t + γ V_{t+1} - V_t and A_t = δ_t + γ λ A_{t+1}, where V_{t+1} and "
+        "A_{t+1} are 0 after the reply's last token (the episode ends there: the padding's "
+        "values are not the future); returns = A + V, the value model's targets. Both are 0 off "
+        "the mask.\n\n"
+        "Example: `my_gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), "
+        "torch.ones(1, 2), 1.0, 1.0)` -> `(tensor([[0.5, 0.5]]), tensor([[1.0, 1.0]]))` "
+        "(A_1 = 1 - 0.5; A_0 = 0 + 0.5 - 0.5 + A_1)."),
+    reference=ppo.gae, arg_names=("rewards", "values", "mask", "gamma", "lam"),
+    fixed=[(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), 0.9, 0.8),
+           (torch.tensor([[0.0, 0.1, -0.2, 1.0]]), torch.tensor([[0.0, 0.5, 0.4, 0.3]]),
+            torch.tensor([[0.0, 1.0, 1.0, 1.0]]), 0.9, 0.8),
+           (torch.tensor([[0.0, 0.5, 1.0, 0.0], [0.2, -0.1, 0.0, 0.0]]),
+            torch.tensor([[0.1, 0.2, 0.3, 0.9], [0.4, 0.1, -0.5, 0.7]]),
+            torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]), 0.99, 0.95)],
     random_case=_gae_case,
     wrongs=[
-        Wrong("lambda missing", lambda r, v, g, lam: _gae_variant(r, v, g, lam, lam_used=False),
+        Wrong("lambda missing", lambda r, v, m, g, lam: _gae_variant(r, v, m, g, lam, lam_used=False),
               "the advantages decay by γλ per step, not γ: multiply the running advantage by "
               "gamma * lam."),
-        Wrong("no bootstrap at the end", lambda r, v, g, lam: _gae_variant(r, v, g, lam, bootstrap=False),
-              "the last step's δ uses values[T], the value of the state after it (the "
-              "bootstrap): do not replace it by 0."),
-        Wrong("forward recursion", lambda r, v, g, lam: _gae_variant(r, v, g, lam, forward=True),
-              "an advantage sums the *future* TD errors: run the recursion backwards, from t = "
-              "T - 1 down to 0."),
+        Wrong("forward recursion", lambda r, v, m, g, lam: _gae_variant(r, v, m, g, lam, forward=True),
+              "an advantage sums the *future* TD errors: run the recursion backwards, from the "
+              "last column down to the first."),
+        Wrong("padding inside the episode", lambda r, v, m, g, lam: _gae_variant(r, v, m, g, lam,
+                                                                                 padding_in_episode=True),
+              "the episode ends at the reply's last token: V_{t+1} and A_{t+1} are 0 there, not "
+              "the padding's values (carry nothing backwards from where the mask is 0)."),
+        Wrong("returns without the values", lambda r, v, m, g, lam: _gae_variant(r, v, m, g, lam,
+                                                                                 returns_add_values=False),
+              "the value model's target is A + V (the λ-return), not the advantage alone."),
+        Wrong("returns not masked", lambda r, v, m, g, lam: _gae_variant(r, v, m, g, lam, mask_returns=False),
+              "multiply the returns by the mask too: off the reply there is nothing to predict."),
     ]))
 
 
 # ---- 07: the DPO loss ------------------------------------------------------------------------
-
-
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             beta: float) -> torch.Tensor:
-    """The DPO loss (Rafailov et al. 2023, Eq. 7), four (B,) log-probabilities -> ().
-
-    ``mean(-log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))))``: the policy's log-ratio
-    to the reference on the chosen reply, minus the same on the rejected one. The reference of
-    the ``dpo_loss`` exercise until ``llmlab.dpo`` has its own.
-
-    >>> round(dpo_loss(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]),
-    ...                torch.tensor([0.0]), 0.1).item(), 4)        # log 2
-    0.6931
-    """
-    logits = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
-    return -F.logsigmoid(beta * logits).mean()                                 # ()
 
 
 def _logps(rng: random.Random) -> tuple:
@@ -546,15 +528,21 @@ def _logps(rng: random.Random) -> tuple:
     return tuple(-_randn(rng, B).abs() * 10 for _ in range(4)) + (rng.choice([0.05, 0.1, 0.3, 0.5]),)
 
 
+def _dpo_variant(pw, pl, rw, rl, beta):
+    return -F.logsigmoid(beta * ((pw - rw) - (pl - rl)))                      # (B,) the loss written out
+
+
 register(Exercise(
     name="dpo_loss", notebook="07", title="the DPO loss",
     instructions=(
         "Write `my_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, "
         "ref_rejected_logps, beta)`: four (B,) tensors of sequence log-probabilities, of the "
-        "policy and of the frozen reference model on the chosen and the rejected reply. Return "
-        "the mean of -log σ(β [(π_w - ref_w) - (π_l - ref_l)]), a 0-dimensional tensor.\n\n"
-        "Example: all four equal give log 2 = 0.6931, whatever β."),
-    reference=dpo_loss,
+        "policy and of the frozen reference model on the chosen and the rejected reply of B "
+        "pairs. Return the loss of each pair, shape (B,): -log σ(β [(π_w - ref_w) - (π_l - "
+        "ref_l)]) (`torch.nn.functional.logsigmoid` computes log σ without overflow; the "
+        "training objective takes the mean).\n\n"
+        "Example: all four equal give log 2 = 0.6931 for every pair, whatever β."),
+    reference=dpo.dpo_loss,
     arg_names=("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps",
                "ref_rejected_logps", "beta"),
     fixed=[(torch.tensor([-3.0]), torch.tensor([-5.0]), torch.tensor([-4.0]), torch.tensor([-4.5]), 0.1),
@@ -562,17 +550,18 @@ register(Exercise(
             torch.tensor([-1.5, -4.0]), 0.5)],
     random_case=_logps,
     wrongs=[
-        Wrong("beta missing", lambda pw, pl, rw, rl, beta: dpo_loss(pw, pl, rw, rl, 1.0),
+        Wrong("beta missing", lambda pw, pl, rw, rl, beta: _dpo_variant(pw, pl, rw, rl, 1.0),
               "multiply the log-ratio margin by β before the log-sigmoid: β sets how far the "
               "policy may move from the reference."),
-        Wrong("log-ratio sign flipped", lambda pw, pl, rw, rl, beta: dpo_loss(pl, pw, rl, rw, beta),
+        Wrong("log-ratio sign flipped", lambda pw, pl, rw, rl, beta: _dpo_variant(pl, pw, rl, rw, beta),
               "the margin is chosen minus rejected: (π_w - ref_w) - (π_l - ref_l). Yours "
               "pushes the policy towards the rejected reply."),
-        Wrong("reference forgotten", lambda pw, pl, rw, rl, beta: -F.logsigmoid(beta * (pw - pl)).mean(),
+        Wrong("reference forgotten", lambda pw, pl, rw, rl, beta: -F.logsigmoid(beta * (pw - pl)),
               "subtract the reference model's log-probabilities: DPO's reward is the *log-ratio* "
               "of policy to reference, not the policy's log-probability alone."),
-        Wrong("no mean", lambda pw, pl, rw, rl, beta: -F.logsigmoid(beta * ((pw - rw) - (pl - rl))),
-              "return one number: the mean over the batch (your result has one loss per pair)."),
+        Wrong("mean taken", lambda pw, pl, rw, rl, beta: _dpo_variant(pw, pl, rw, rl, beta).mean(),
+              "return one loss per pair, shape (B,): the objective (dpo.dpo_objective) takes the "
+              "mean, and the per-pair losses are what a failure-mode analysis looks at."),
     ]))
 
 
@@ -731,6 +720,9 @@ def _show(x: Any, width: int = 160) -> str:
         return f"{head}: {text if len(text) <= width else text[:width] + ' ...'}"
     if isinstance(x, float):
         return _num(x)
+    if isinstance(x, tuple) and x and all(isinstance(e, torch.Tensor) for e in x):   # (advantages, returns)
+        return f"a tuple of {len(x)}:" + "".join(f"\n    [{i}] " + _show(e, width).replace("\n", "\n    ")
+                                                  for i, e in enumerate(x))
     if isinstance(x, (set, frozenset)):
         items = sorted(x, key=repr)
         text = "{" + ", ".join(repr(i) for i in items[:12]) + (", ..." if len(items) > 12 else "") + "}"

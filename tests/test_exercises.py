@@ -148,7 +148,7 @@ def test_random_cases_are_seeded_and_vary_with_the_seed():
 
 
 def test_every_exercised_notebook_function_is_the_package_one():
-    from llmlab import chat, model, sft, tokenizer
+    from llmlab import beyond, chat, dpo, model, ppo, sft, tokenizer
     from llmlab.data import dedup
 
     refs = {n: ex.reference for n, ex in E.EXERCISES.items()}
@@ -156,37 +156,20 @@ def test_every_exercised_notebook_function_is_the_package_one():
     assert refs["causal_mask"] is model.causal_mask and refs["attention"] is model.attention_naive
     assert refs["make_targets"] is chat.make_targets and refs["masked_nll"] is sft.masked_nll
     assert refs["bt_loss"] is reward.bt_loss and refs["reward_at_last"] is model.gather_at
+    assert refs["gae"] is ppo.gae and refs["dpo_loss"] is dpo.dpo_loss
+    assert refs["group_advantages"] is beyond.group_advantages
 
 
-# ---- the references written here (until ppo.py and dpo.py exist) -------------------------
+def test_gae_and_dpo_exercise_examples_are_right():
+    """The worked values the exercise texts quote are the package's."""
+    from llmlab import dpo, ppo
 
-
-def test_gae_agrees_with_the_sum_of_discounted_td_errors():
-    g = torch.Generator().manual_seed(0)
-    for T in (1, 2, 7):
-        r, v = torch.randn(T, generator=g), torch.randn(T + 1, generator=g)
-        gamma, lam = 0.9, 0.8
-        delta = r + gamma * v[1:] - v[:-1]
-        direct = torch.stack([sum((gamma * lam) ** l * delta[t + l] for l in range(T - t))
-                              for t in range(T)])
-        assert torch.allclose(E.gae(r, v, gamma, lam), direct, atol=1e-6)
-    # lam = 1: advantages are discounted returns (bootstrapped) minus values
-    r, v = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.25, 4.0])
-    assert torch.allclose(E.gae(r, v, 0.5, 1.0), torch.tensor([1 + 0.5 * 2 + 0.25 * 4 - 0.5,
-                                                                2 + 0.5 * 4 - 0.25]))
-
-
-def test_dpo_loss_is_bradley_terry_on_the_implicit_rewards():
-    g = torch.Generator().manual_seed(0)
-    pw, pl, rw, rl = (-torch.rand(5, generator=g) * 10 for _ in range(4))
-    beta = 0.1
-    assert torch.allclose(E.dpo_loss(pw, pl, rw, rl, beta),
-                          reward.bt_loss(beta * (pw - rw), beta * (pl - rl)))
-    assert math.isclose(E.dpo_loss(pw, pl, pw, pl, beta).item(), math.log(2), rel_tol=1e-6)
-    # the gradient pushes the chosen log-probability up and the rejected one down
-    pw_, pl_ = pw.clone().requires_grad_(), pl.clone().requires_grad_()
-    E.dpo_loss(pw_, pl_, rw, rl, beta).backward()
-    assert (pw_.grad < 0).all() and (pl_.grad > 0).all()
+    assert "(tensor([[0.5, 0.5]]), tensor([[1.0, 1.0]]))" in E.instructions_markdown("gae")
+    adv, ret = ppo.gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), 1.0, 1.0)
+    assert adv.tolist() == [[0.5, 0.5]] and ret.tolist() == [[1.0, 1.0]]
+    assert "0.6931" in E.instructions_markdown("dpo_loss")
+    z = torch.full((3,), -2.0)
+    assert torch.allclose(dpo.dpo_loss(z, z, z, z, 0.3), torch.full((3,), math.log(2)))
 
 
 def test_bt_loss_exercise_example_is_right():
@@ -207,9 +190,9 @@ def test_notebooks_hold_the_exercises_of_their_stage():
         found.setdefault(stem[:2], []).append(name)
     assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention"],
                      "04": ["make_targets", "masked_nll"], "05": ["bt_loss", "reward_at_last"],
-                     "08": ["group_advantages"]}
-    for name, ex in E.EXERCISES.items():
-        assert ex.notebook in found or ex.notebook in ("06", "07"), name
+                     "06": ["gae"], "07": ["dpo_loss"], "08": ["group_advantages"]}
+    for name, ex in E.EXERCISES.items():        # every registered exercise is in its own notebook
+        assert name in found.get(ex.notebook, []), name
 
 
 @pytest.mark.parametrize("stem, name, task, solution, check", SOLUTIONS,
@@ -280,3 +263,12 @@ def test_student_edition_of_notebook_04_runs_end_to_end(student, monkeypatch):
         assert "not attempted yet" in text, text
     assert not any(o.output_type == "error" for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
+
+
+def test_a_tuple_of_tensors_is_shown_part_by_part(capsys):
+    """GAE returns (advantages, returns): a verdict shows each part under its index."""
+    result = E.check("gae", E.EXERCISES["gae"].wrongs[3].fn)      # returns without the values
+    out = capsys.readouterr().out
+    assert result.wrong == "returns without the values"
+    assert "expected: a tuple of 2:\n    [0] tensor of shape" in out and "\n    [1] tensor of shape" in out
+    assert "at [1]: first difference" in out

@@ -61,6 +61,26 @@ def test_gae_with_lambda_one_and_no_discount_is_return_minus_value():
     assert torch.allclose(adv, to_go - v, atol=1e-5)
 
 
+def test_gae_is_the_discounted_sum_of_td_errors_within_the_reply():
+    """A_t = sum_l (gamma lam)^l delta_{t+l} over the reply's remaining tokens, with V = 0 after
+    its last token: a prompt column before the reply and padding after it change nothing."""
+    g = torch.Generator().manual_seed(0)
+    gamma, lam = 0.9, 0.8
+    for T in (1, 2, 7):
+        r, v = torch.randn(T, generator=g), torch.randn(T, generator=g)
+        nv = torch.cat([v[1:], torch.zeros(1)])
+        delta = r + gamma * nv - v
+        direct = torch.stack([sum((gamma * lam) ** l * delta[t + l] for l in range(T - t)) for t in range(T)])
+        # one prompt column in front, two padding columns behind, with values of their own
+        R = torch.cat([torch.randn(1, generator=g), r, torch.randn(2, generator=g)])[None]
+        V = torch.cat([torch.randn(1, generator=g), v, torch.randn(2, generator=g)])[None]
+        M = torch.tensor([[0.0] + [1.0] * T + [0.0, 0.0]])
+        adv, ret = ppo.gae(R, V, M, gamma, lam)
+        assert torch.allclose(adv[0, 1:1 + T], direct, atol=1e-6)
+        assert torch.allclose(ret[0, 1:1 + T], direct + v, atol=1e-6)
+        assert adv[0, 0] == 0 and (adv[0, 1 + T:] == 0).all() and ret[0, 0] == 0
+
+
 def test_penalised_rewards_sum_to_score_minus_beta_kl():
     kl = torch.tensor([[0.0, 0.3, -0.1, 0.5, 0.0]])
     m = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]])
