@@ -19,7 +19,8 @@ traceback; a stub that raises ``NotImplementedError`` is "not attempted yet", no
 The student edition of the notebooks replaces every solution cell by such a stub
 (:func:`student_edition`; ``python -m llmlab.exercises student --out student/``).
 
-Every exercise's reference is the function its notebook runs: ``llmlab.ppo.gae`` for GAE
+Every exercise's reference is the function its notebook runs: ``llmlab.scaling.ScalingLaw.optimal``
+for the compute-optimal size (notebook 03), ``llmlab.ppo.gae`` for GAE
 (notebook 06), ``llmlab.dpo.dpo_loss`` for the DPO loss (07), ``llmlab.beyond.group_advantages``
 for GRPO's group advantages (08).
 """
@@ -41,7 +42,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import chat, dpo, model, ppo, reward, sft, tokenizer
+from . import chat, dpo, model, ppo, reward, scaling, sft, tokenizer
 from .beyond import group_advantages
 from .data import dedup
 
@@ -282,6 +283,65 @@ register(Exercise(
         Wrong("no mask", lambda q, k, v: _attn(q, k, v, 1 / math.sqrt(q.size(-1)), mask=False),
               "mask the future: set the scores of keys after each query to -inf before the "
               "softmax."),
+    ]))
+
+
+# ---- 03: the compute-optimal model size ------------------------------------------------------
+
+
+def _optimal_variant(law, C, *, c6=True, swap=False, invert_g=False, d_from_c_over_n=False):
+    a, b = law.beta / (law.alpha + law.beta), law.alpha / (law.alpha + law.beta)
+    if swap:
+        a, b = b, a
+    G = (law.alpha * law.A / (law.beta * law.B)) ** (1 / (law.alpha + law.beta))
+    if invert_g:
+        G = 1 / G
+    x = C / 6 if c6 else C
+    N = G * x ** a
+    return N, (C / N if d_from_c_over_n else x ** b / G)
+
+
+def _twenty_tokens(law, C):
+    N = math.sqrt(C / 120)                       # C = 6 N D with D = 20 N
+    return N, 20 * N
+
+
+def _law_case(rng: random.Random) -> tuple:
+    law = scaling.ScalingLaw(E=round(rng.uniform(1.0, 2.0), 3), A=round(rng.uniform(50, 2000), 1),
+                             B=round(rng.uniform(50, 3000), 1), alpha=round(rng.uniform(0.2, 0.6), 3),
+                             beta=round(rng.uniform(0.2, 0.6), 3))
+    return law, 10 ** rng.uniform(15, 27)
+
+
+register(Exercise(
+    name="compute_optimal", notebook="03", title="the compute-optimal model size",
+    instructions=(
+        "Write `my_optimal(law, C)`: `law` is a `scaling.ScalingLaw` (its attributes `E`, `A`, "
+        "`B`, `alpha`, `beta` are the constants of L(N, D) = E + A/N^α + B/D^β) and `C` a "
+        "compute budget in FLOPs. Return `(N_opt, D_opt)`, the parameters and tokens that "
+        "minimise L under C = 6ND: N_opt = G·(C/6)^a and D_opt = G⁻¹·(C/6)^b, with "
+        "G = (αA/(βB))^(1/(α+β)), a = β/(α+β) and b = α/(α+β).\n\n"
+        "Example: Epoch AI's fit (`scaling.EPOCH`) at C = 1e21 FLOPs gives N_opt ≈ 2.78e9 "
+        "parameters and D_opt ≈ 6.00e10 tokens (N_opt · D_opt · 6 = C)."),
+    reference=scaling.ScalingLaw.optimal, arg_names=("law", "C"),
+    fixed=[(scaling.EPOCH, 1e21), (scaling.CHINCHILLA, scaling.flops_6nd(70e9, 1.4e12)),
+           (scaling.ScalingLaw(E=1.5, A=300.0, B=900.0, alpha=0.3, beta=0.45), 1e18)],
+    random_case=_law_case,
+    wrongs=[
+        Wrong("C instead of C/6", lambda law, C: _optimal_variant(law, C, c6=False),
+              "the constraint is C = 6ND, so the closed form raises C/6, not C, to the powers a "
+              "and b."),
+        Wrong("exponents swapped", lambda law, C: _optimal_variant(law, C, swap=True),
+              "N_opt grows as (C/6)^a with a = β/(α+β) (β, the *data* exponent, on top), and "
+              "D_opt as (C/6)^b with b = α/(α+β)."),
+        Wrong("G inverted", lambda law, C: _optimal_variant(law, C, invert_g=True),
+              "N_opt = G·(C/6)^a and D_opt = G⁻¹·(C/6)^b, with G = (αA/(βB))^(1/(α+β)): the "
+              "larger the model term's A, the larger the model."),
+        Wrong("D from C / N", lambda law, C: _optimal_variant(law, C, d_from_c_over_n=True),
+              "C = 6ND, so D = C / (6N): the 6 counts the FLOPs per parameter and token."),
+        Wrong("twenty tokens per parameter", _twenty_tokens,
+              "20 tokens per parameter is a rounded rule of thumb, not this law's optimum: the "
+              "law's ratio D_opt/N_opt = G⁻²·(C/6)^(b-a) depends on its constants and on C."),
     ]))
 
 
@@ -655,6 +715,8 @@ def difference(expected: Any, got: Any, where: str = "") -> str | None:
         close = torch.isclose(g, e, rtol=1e-4, atol=1e-5, equal_nan=True)
         if bool(close.all()):
             return None
+        if expected.dim() == 0:
+            return f"{at}expected {_num(expected.item())}, got {_num(got.item())}"
         i = tuple(int(j) for j in (~close).nonzero()[0])
         return (f"{at}first difference at index {list(i)}: expected {_num(expected[i].item())}, "
                 f"got {_num(got[i].item())} ({int((~close).sum())} of {close.numel()} entries differ)")
@@ -718,8 +780,13 @@ def _show(x: Any, width: int = 160) -> str:
             text = "\n" + "\n".join("      " + _fmt(r) for r in vals)
             return f"{head}:{text}"
         return f"{head}: {text if len(text) <= width else text[:width] + ' ...'}"
+    if type(x).__module__ == "numpy" and getattr(x, "ndim", None) == 0:      # np.float64(...) -> float
+        x = x.item()
     if isinstance(x, float):
         return _num(x)
+    if isinstance(x, tuple) and x and all(isinstance(e, (int, float)) or type(e).__module__ == "numpy"
+                                          for e in x):                          # (N_opt, D_opt)
+        return "(" + ", ".join(_show(e, width) for e in x) + ")"
     if isinstance(x, tuple) and x and all(isinstance(e, torch.Tensor) for e in x):   # (advantages, returns)
         return f"a tuple of {len(x)}:" + "".join(f"\n    [{i}] " + _show(e, width).replace("\n", "\n    ")
                                                   for i, e in enumerate(x))

@@ -77,7 +77,7 @@ def test_an_unknown_mistake_gets_the_difference_without_a_hint(capsys):
     result = E.check("bt_loss", lambda w, l: (w - l).mean())
     assert result.status == "failed" and result.hint is None
     out = capsys.readouterr().out
-    assert "hint:" not in out and "first difference at index []" in out
+    assert "hint:" not in out and "\n  expected 0.313262, got 1.0\n" in out     # a 0-d tensor: no index
 
 
 def test_a_learner_function_that_raises_gets_a_friendly_verdict(capsys):
@@ -148,7 +148,7 @@ def test_random_cases_are_seeded_and_vary_with_the_seed():
 
 
 def test_every_exercised_notebook_function_is_the_package_one():
-    from llmlab import beyond, chat, dpo, model, ppo, sft, tokenizer
+    from llmlab import beyond, chat, dpo, model, ppo, scaling, sft, tokenizer
     from llmlab.data import dedup
 
     refs = {n: ex.reference for n, ex in E.EXERCISES.items()}
@@ -158,11 +158,17 @@ def test_every_exercised_notebook_function_is_the_package_one():
     assert refs["bt_loss"] is reward.bt_loss and refs["reward_at_last"] is model.gather_at
     assert refs["gae"] is ppo.gae and refs["dpo_loss"] is dpo.dpo_loss
     assert refs["group_advantages"] is beyond.group_advantages
+    assert refs["compute_optimal"] is scaling.ScalingLaw.optimal
 
 
-def test_gae_and_dpo_exercise_examples_are_right():
+def test_worked_examples_of_03_06_07_are_the_packages():
     """The worked values the exercise texts quote are the package's."""
-    from llmlab import dpo, ppo
+    from llmlab import dpo, ppo, scaling
+
+    assert "N_opt ≈ 2.78e9" in E.instructions_markdown("compute_optimal")
+    assert "D_opt ≈ 6.00e10" in E.instructions_markdown("compute_optimal")
+    N, D = scaling.EPOCH.optimal(1e21)
+    assert f"{N:.2e}" == "2.78e+09" and f"{D:.2e}" == "6.00e+10" and math.isclose(6 * N * D, 1e21)
 
     assert "(tensor([[0.5, 0.5]]), tensor([[1.0, 1.0]]))" in E.instructions_markdown("gae")
     adv, ret = ppo.gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), 1.0, 1.0)
@@ -188,7 +194,7 @@ def test_notebooks_hold_the_exercises_of_their_stage():
     found = {}
     for stem, name, *_ in SOLUTIONS:
         found.setdefault(stem[:2], []).append(name)
-    assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention"],
+    assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention"], "03": ["compute_optimal"],
                      "04": ["make_targets", "masked_nll"], "05": ["bt_loss", "reward_at_last"],
                      "06": ["gae"], "07": ["dpo_loss"], "08": ["group_advantages"]}
     for name, ex in E.EXERCISES.items():        # every registered exercise is in its own notebook
