@@ -20,8 +20,8 @@ The student edition of the notebooks replaces every solution cell by such a stub
 (:func:`student_edition`; ``python -m llmlab.exercises student --out student/``).
 
 Every exercise's reference is the function its notebook runs: ``llmlab.scaling.ScalingLaw.optimal``
-for the compute-optimal size (notebook 03), ``llmlab.ppo.gae`` for GAE
-(notebook 06), ``llmlab.dpo.dpo_loss`` for the DPO loss (07), ``llmlab.beyond.group_advantages``
+for the compute-optimal size (notebook 03), ``llmlab.ppo.penalised_rewards`` and ``llmlab.ppo.gae``
+for the KL-penalised rewards and GAE (notebook 06), ``llmlab.dpo.dpo_loss`` for the DPO loss (07), ``llmlab.beyond.group_advantages``
 for GRPO's group advantages (08).
 """
 from __future__ import annotations
@@ -505,6 +505,68 @@ register(Exercise(
               "last[b] only: `values[torch.arange(B), last]`."),
         Wrong("gather not squeezed", lambda v, last: v.gather(1, last.view(-1, 1)),
               "`gather` keeps the gathered dimension, (B, 1): squeeze it to (B,)."),
+    ]))
+
+
+# ---- 06: the per-token rewards of the KL-penalised objective --------------------------------
+
+
+def _rewards_variant(scores, kl, mask, beta, *, score_at="last", penalty_masked=True, sign=-1.0):
+    """``ppo.penalised_rewards`` written another way (defaults: the same numbers), and the
+    classic mistakes, one keyword each."""
+    B, T = mask.shape
+    rewards = sign * beta * kl * (mask if penalty_masked else torch.ones_like(mask))   # (B, T)
+    pos = torch.arange(T).expand(B, T)
+    if score_at == "every":
+        return rewards + scores.view(-1, 1) * mask
+    col = {"last": torch.where(mask > 0, pos, -1).max(1).values,
+           "first": torch.where(mask > 0, pos, T).min(1).values,
+           "last column": torch.full((B,), T - 1)}[score_at]                  # (B,)
+    rewards[torch.arange(B), col] += scores
+    return rewards
+
+
+def _rewards_case(rng: random.Random) -> tuple:
+    B, T = rng.randrange(1, 5), rng.randrange(2, 9)
+    mask = torch.zeros(B, T)
+    for b in range(B):                          # prompt, then the reply, then padding
+        s = rng.randrange(T)
+        mask[b, s:rng.randrange(s + 1, T + 1)] = 1.0
+    return _randn(rng, B) * 2, _randn(rng, B, T), mask, rng.choice([0.05, 0.1, 0.2, 0.5])
+
+
+register(Exercise(
+    name="kl_rewards", notebook="06", title="the per-token rewards of the KL-penalised objective",
+    instructions=(
+        "Write `my_rewards(scores, kl, mask, beta)`: `scores` (B,) holds the reward model's score "
+        "of each of B replies, `kl` (B, T) the per-token log π - log π_ref, and `mask` (B, T) is 1 "
+        "on each row's reply tokens (one run of ones: the prompt before it and the padding after "
+        "it are 0). Return the per-token rewards (B, T): -β·kl_t on every reply token, plus the "
+        "reply's score on its last token (the last 1 of its row of the mask), and 0 off the mask. "
+        "Summed over a reply they are R(x, y) - β Σ_t kl_t.\n\n"
+        "Example: `my_rewards(torch.tensor([2.0]), torch.tensor([[0.0, 0.5, 1.0, 0.0]]), "
+        "torch.tensor([[0.0, 1.0, 1.0, 0.0]]), 0.1)` -> `tensor([[0.0, -0.05, 1.9, 0.0]])`."),
+    reference=ppo.penalised_rewards, arg_names=("scores", "kl", "mask", "beta"),
+    fixed=[(torch.tensor([2.0]), torch.tensor([[0.0, 0.5, 1.0, 0.0]]), torch.tensor([[0.0, 1.0, 1.0, 0.0]]), 0.1),
+           (torch.tensor([1.0, -0.5]), torch.tensor([[0.2, 0.1, 0.3, 0.4], [0.5, 0.2, 0.1, 0.7]]),
+            torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]]), 0.2)],
+    random_case=_rewards_case,
+    wrongs=[
+        Wrong("score on every reply token", lambda s, k, m, b: _rewards_variant(s, k, m, b, score_at="every"),
+              "the reward model scores the whole reply once: add its score to the reply's last "
+              "token only (summed over the reply, the score must count once)."),
+        Wrong("score on the first reply token", lambda s, k, m, b: _rewards_variant(s, k, m, b, score_at="first"),
+              "the score belongs to the reply's *last* token, where the reply is finished and the "
+              "reward model read it."),
+        Wrong("score in the last column", lambda s, k, m, b: _rewards_variant(s, k, m, b, score_at="last column"),
+              "a reply shorter than the batch ends before the last column (padding follows): put "
+              "the score at the last 1 of its row of the mask."),
+        Wrong("penalty off the reply", lambda s, k, m, b: _rewards_variant(s, k, m, b, penalty_masked=False),
+              "multiply the penalty by the mask: prompt and padding tokens are not the policy's "
+              "actions and get no reward."),
+        Wrong("penalty sign flipped", lambda s, k, m, b: _rewards_variant(s, k, m, b, sign=1.0),
+              "the KL is a *penalty*: r_t = -β·kl_t, so moving away from the reference costs "
+              "reward."),
     ]))
 
 

@@ -157,6 +157,7 @@ def test_every_exercised_notebook_function_is_the_package_one():
     assert refs["make_targets"] is chat.make_targets and refs["masked_nll"] is sft.masked_nll
     assert refs["bt_loss"] is reward.bt_loss and refs["reward_at_last"] is model.gather_at
     assert refs["gae"] is ppo.gae and refs["dpo_loss"] is dpo.dpo_loss
+    assert refs["kl_rewards"] is ppo.penalised_rewards
     assert refs["group_advantages"] is beyond.group_advantages
     assert refs["compute_optimal"] is scaling.ScalingLaw.optimal
 
@@ -173,6 +174,10 @@ def test_worked_examples_of_03_06_07_are_the_packages():
     assert "(tensor([[0.5, 0.5]]), tensor([[1.0, 1.0]]))" in E.instructions_markdown("gae")
     adv, ret = ppo.gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), 1.0, 1.0)
     assert adv.tolist() == [[0.5, 0.5]] and ret.tolist() == [[1.0, 1.0]]
+    assert "tensor([[0.0, -0.05, 1.9, 0.0]])" in E.instructions_markdown("kl_rewards")
+    r = ppo.penalised_rewards(torch.tensor([2.0]), torch.tensor([[0.0, 0.5, 1.0, 0.0]]),
+                              torch.tensor([[0.0, 1.0, 1.0, 0.0]]), 0.1)
+    assert torch.allclose(r, torch.tensor([[0.0, -0.05, 1.9, 0.0]]))
     assert "0.6931" in E.instructions_markdown("dpo_loss")
     z = torch.full((3,), -2.0)
     assert torch.allclose(dpo.dpo_loss(z, z, z, z, 0.3), torch.full((3,), math.log(2)))
@@ -196,7 +201,7 @@ def test_notebooks_hold_the_exercises_of_their_stage():
         found.setdefault(stem[:2], []).append(name)
     assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention"], "03": ["compute_optimal"],
                      "04": ["make_targets", "masked_nll"], "05": ["bt_loss", "reward_at_last"],
-                     "06": ["gae"], "07": ["dpo_loss"], "08": ["group_advantages"]}
+                     "06": ["kl_rewards", "gae"], "07": ["dpo_loss"], "08": ["group_advantages"]}
     for name, ex in E.EXERCISES.items():        # every registered exercise is in its own notebook
         assert name in found.get(ex.notebook, []), name
 
