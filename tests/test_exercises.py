@@ -283,3 +283,20 @@ def test_a_tuple_of_tensors_is_shown_part_by_part(capsys):
     assert result.wrong == "returns without the values"
     assert "expected: a tuple of 2:\n    [0] tensor of shape" in out and "\n    [1] tensor of shape" in out
     assert "at [1]: first difference" in out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_later_cell_calls_a_learners_function(path):
+    """In the student edition a learner's function is a stub that raises until written: only its
+    check cell may call it, so the rest of the notebook runs top to bottom either way."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if E.SOLUTION_TAG not in cell.metadata.get("tags", []):
+            continue
+        names = [n.name for n in ast.parse(cell.source).body if isinstance(n, ast.FunctionDef)]
+        assert names, (path.name, i)
+        for j, other in enumerate(nb.cells):
+            if other.cell_type != "code" or j == i or E.CHECK_TAG in other.metadata.get("tags", []):
+                continue
+            for name in names:
+                assert not re.search(rf"\b{name}\b", other.source), (path.name, name, j)
