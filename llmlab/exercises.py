@@ -19,7 +19,9 @@ traceback; a stub that raises ``NotImplementedError`` is "not attempted yet", no
 The student edition of the notebooks replaces every solution cell by such a stub
 (:func:`student_edition`; ``python -m llmlab.exercises student --out student/``).
 
-Every exercise's reference is the function its notebook runs: ``llmlab.scaling.ScalingLaw.optimal``
+Every exercise's reference is the function its notebook runs, for example
+``llmlab.generate.filter_logits`` for top-k and nucleus filtering (notebook 02),
+``llmlab.scaling.ScalingLaw.optimal``
 for the compute-optimal size (notebook 03), ``llmlab.ppo.penalised_rewards`` and ``llmlab.ppo.gae``
 for the KL-penalised rewards and GAE (notebook 06), ``llmlab.dpo.dpo_loss`` for the DPO loss (07), ``llmlab.beyond.group_advantages``
 for GRPO's group advantages (08).
@@ -42,7 +44,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import chat, dpo, model, ppo, reward, scaling, sft, tokenizer
+from . import chat, dpo, generate, model, ppo, reward, scaling, sft, tokenizer
 from .beyond import group_advantages
 from .data import dedup
 
@@ -283,6 +285,100 @@ register(Exercise(
         Wrong("no mask", lambda q, k, v: _attn(q, k, v, 1 / math.sqrt(q.size(-1)), mask=False),
               "mask the future: set the scores of keys after each query to -inf before the "
               "softmax."),
+    ]))
+
+
+# ---- 02: top-k and nucleus filtering -------------------------------------------------------
+
+
+def _filter_variant(logits, top_k=None, top_p=None, *, exact_k=False, p_includes_self=False,
+                    p_before_k=False, fill=float("-inf"), p_unsorted=False):
+    """``generate.filter_logits`` written another way (defaults: the same result), and the
+    classic mistakes, one keyword each."""
+    def keep_top_k(x):
+        k = min(top_k, x.size(-1))
+        if exact_k:                             # exactly k survivors, ties broken by position
+            idx = torch.topk(x, k, dim=-1).indices
+            keep = torch.zeros_like(x, dtype=torch.bool).scatter(-1, idx, True)
+        else:
+            keep = x >= torch.topk(x, k, dim=-1).values[:, -1:]
+        return keep
+
+    def keep_nucleus(x):
+        if p_unsorted:
+            probs = torch.softmax(x, -1)
+            mass_before = probs.cumsum(-1) - (0 if p_includes_self else probs)
+            return mass_before < top_p
+        order = torch.argsort(x, dim=-1, descending=True, stable=True)
+        probs = torch.softmax(x.gather(-1, order), -1)
+        mass_before = probs.cumsum(-1) - (0 if p_includes_self else probs)
+        return torch.zeros_like(x, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
+
+    out = logits.clone()
+    if p_before_k:
+        if top_p is not None:
+            out = out.masked_fill(~keep_nucleus(logits), fill)
+        if top_k is not None:
+            out = out.masked_fill(~keep_top_k(logits), fill)
+        return out
+    if top_k is not None:
+        out = out.masked_fill(~keep_top_k(out), fill)
+    if top_p is not None:
+        out = out.masked_fill(~keep_nucleus(out), fill)
+    return out
+
+
+def _filter_case(rng: random.Random) -> tuple:
+    B, V = rng.randrange(1, 4), rng.randrange(3, 11)
+    top_k, top_p = rng.choice([None, 1, 2, 3, V + 2]), rng.choice([None, 0.5, 0.8, 0.9, 1.0])
+    logits = _randn(rng, B, V) * 2                              # (B, V)
+    if top_p is None:           # ties, which top-k must keep; under top-p two tied tokens at the
+        logits = logits.round(decimals=1)   # threshold may be ranked either way, so none there
+    return logits, top_k, top_p
+
+
+register(Exercise(
+    name="filter_logits", notebook="02", title="top-k and nucleus (top-p) filtering",
+    instructions=(
+        "Write `my_filter_logits(logits, top_k, top_p)`: `logits` (B, V) are next-token logits; "
+        "`top_k` is None or an int >= 1, `top_p` None or a float in (0, 1]. Return (B, V): the "
+        "logits with every token the filters drop set to -inf (so that softmax gives it "
+        "probability 0). First top-k: keep the tokens whose logit is at least the k-th largest "
+        "of its row (ties at that value all stay; k larger than V keeps everything). Then top-p "
+        "on what is left: rank the remaining tokens by probability (softmax of the row), and "
+        "keep a token while the probability mass ranked *above* it is still below `top_p`, so "
+        "the token whose probability carries the mass to `top_p` stays too (the most likely "
+        "token always stays). None skips a filter.\n\n"
+        "Example: `my_filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), 2, None)` -> "
+        "`tensor([[-inf, 3.0, 2.0]])`; with `(None, 0.5)` only the 3.0 stays (its probability "
+        "is already 0.67)."),
+    reference=generate.filter_logits, arg_names=("logits", "top_k", "top_p"),
+    fixed=[(torch.tensor([[1.0, 3.0, 2.0]]), 2, None),
+           (torch.tensor([[1.0, 3.0, 2.0]]), None, 0.5),
+           (torch.tensor([[0.0, 2.0, 2.0, 3.0, -1.0]]), 2, None),
+           (torch.tensor([[2.0, 0.5, 1.0, 1.5]]), None, 0.9),
+           (torch.tensor([[0.0, 4.0, 3.5, -2.0, 3.0], [1.0, 0.0, 0.5, 0.2, -1.0]]), 3, 0.6),
+           (torch.tensor([[2.0, 1.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]), 2, 0.5)],
+    random_case=_filter_case,
+    wrongs=[
+        Wrong("top-k keeps exactly k", lambda x, k, p: _filter_variant(x, k, p, exact_k=True),
+              "keep every token whose logit is at least the k-th largest: tokens tied with the "
+              "k-th all stay (compare with `torch.topk(...).values[:, -1:]`), as nanoGPT and "
+              "Hugging Face do."),
+        Wrong("nucleus drops the token that crosses top_p",
+              lambda x, k, p: _filter_variant(x, k, p, p_includes_self=True),
+              "a token stays while the mass ranked *above* it is below top_p: subtract its own "
+              "probability from the cumulative sum, or the token that carries the mass to top_p "
+              "(sometimes the most likely one) is dropped."),
+        Wrong("nucleus in vocabulary order", lambda x, k, p: _filter_variant(x, k, p, p_unsorted=True),
+              "rank the tokens by probability before summing (`torch.sort(..., descending=True)`), "
+              "then map the decision back to the vocabulary order."),
+        Wrong("top-p on the unfiltered logits", lambda x, k, p: _filter_variant(x, k, p, p_before_k=True),
+              "apply top-p to what top-k left: its probabilities are the softmax of the row after "
+              "top-k, so the mass is shared among fewer tokens."),
+        Wrong("dropped tokens set to 0", lambda x, k, p: _filter_variant(x, k, p, fill=0.0),
+              "set dropped logits to -inf, not 0: softmax still gives a logit of 0 the weight "
+              "e^0 = 1."),
     ]))
 
 

@@ -148,7 +148,7 @@ def test_random_cases_are_seeded_and_vary_with_the_seed():
 
 
 def test_every_exercised_notebook_function_is_the_package_one():
-    from llmlab import beyond, chat, dpo, model, ppo, scaling, sft, tokenizer
+    from llmlab import beyond, chat, dpo, generate, model, ppo, scaling, sft, tokenizer
     from llmlab.data import dedup
 
     refs = {n: ex.reference for n, ex in E.EXERCISES.items()}
@@ -160,12 +160,18 @@ def test_every_exercised_notebook_function_is_the_package_one():
     assert refs["kl_rewards"] is ppo.penalised_rewards
     assert refs["group_advantages"] is beyond.group_advantages
     assert refs["compute_optimal"] is scaling.ScalingLaw.optimal
+    assert refs["filter_logits"] is generate.filter_logits
 
 
-def test_worked_examples_of_03_06_07_are_the_packages():
+def test_worked_examples_of_02_03_06_07_are_the_packages():
     """The worked values the exercise texts quote are the package's."""
-    from llmlab import dpo, ppo, scaling
+    from llmlab import dpo, generate, ppo, scaling
 
+    assert "`tensor([[-inf, 3.0, 2.0]])`" in E.instructions_markdown("filter_logits")
+    assert generate.filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), 2, None).tolist() == [[-math.inf, 3.0, 2.0]]
+    assert "only the 3.0 stays (its probability is already 0.67)" in E.instructions_markdown("filter_logits")
+    assert generate.filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), None, 0.5).tolist() == [[-math.inf, 3.0, -math.inf]]
+    assert round(torch.softmax(torch.tensor([1.0, 3.0, 2.0]), 0)[1].item(), 2) == 0.67
     assert "N_opt ≈ 2.78e9" in E.instructions_markdown("compute_optimal")
     assert "D_opt ≈ 6.00e10" in E.instructions_markdown("compute_optimal")
     N, D = scaling.EPOCH.optimal(1e21)
@@ -199,7 +205,7 @@ def test_notebooks_hold_the_exercises_of_their_stage():
     found = {}
     for stem, name, *_ in SOLUTIONS:
         found.setdefault(stem[:2], []).append(name)
-    assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention"], "03": ["compute_optimal"],
+    assert found == {"01": ["jaccard", "bpe_merge"], "02": ["causal_mask", "attention", "filter_logits"], "03": ["compute_optimal"],
                      "04": ["make_targets", "masked_nll"], "05": ["bt_loss", "reward_at_last"],
                      "06": ["kl_rewards", "gae"], "07": ["dpo_loss"], "08": ["group_advantages"]}
     for name, ex in E.EXERCISES.items():        # every registered exercise is in its own notebook
