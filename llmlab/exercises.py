@@ -622,12 +622,20 @@ def _rewards_variant(scores, kl, mask, beta, *, score_at="last", penalty_masked=
     return rewards
 
 
-def _rewards_case(rng: random.Random) -> tuple:
+def _reply_mask(rng: random.Random) -> torch.Tensor:
+    """A (B, T) mask shaped like a rollout's: per row the prompt (0s), one run of reply tokens
+    (1s), then padding (0s)."""
     B, T = rng.randrange(1, 5), rng.randrange(2, 9)
     mask = torch.zeros(B, T)
-    for b in range(B):                          # prompt, then the reply, then padding
+    for b in range(B):
         s = rng.randrange(T)
         mask[b, s:rng.randrange(s + 1, T + 1)] = 1.0
+    return mask
+
+
+def _rewards_case(rng: random.Random) -> tuple:
+    mask = _reply_mask(rng)
+    B, T = mask.shape
     return _randn(rng, B) * 2, _randn(rng, B, T), mask, rng.choice([0.05, 0.1, 0.2, 0.5])
 
 
@@ -688,11 +696,8 @@ def _gae_variant(rewards, values, mask, gamma, lam, *, lam_used=True, forward=Fa
 
 
 def _gae_case(rng: random.Random) -> tuple:
-    B, T = rng.randrange(1, 5), rng.randrange(2, 9)
-    mask = torch.zeros(B, T)
-    for b in range(B):                          # prompt, then the reply, then padding
-        s = rng.randrange(T)
-        mask[b, s:rng.randrange(s + 1, T + 1)] = 1.0
+    mask = _reply_mask(rng)
+    B, T = mask.shape
     return (_randn(rng, B, T), _randn(rng, B, T), mask, rng.choice([0.9, 0.99, 1.0]),
             rng.choice([0.5, 0.8, 0.95]))
 
