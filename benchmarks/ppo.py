@@ -17,8 +17,10 @@ model trained with a fifth of its pairs on-policy (``PrefConfig.mix``) instead o
 (``PrefConfig.train_mix``), everything else equal (``--no-peer`` skips it). The KL is reported
 three ways: over the last fifth of the main run's rollouts (what the adaptive controller steers),
 on as many training prompts as held-out ones, and on the held-out prompts (the goal's), each by
-kind of prompt; ``--kl-sweep`` adds the main configuration with five other KL settings at three
-training seeds each (a gain and a KL per run; about 12 minutes at the cpu preset). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
+kind of prompt. Notebook 06's slow-controller run (variant ``slow_kl``: ``PPOConfig.slow_beta`` and
+``slow_horizon``) is reported the same way at six training seeds (``--no-slow`` skips the five
+built in scratch folders), as is ``--kl-sweep``: the main configuration with other KL settings at
+six training seeds each (a gain and three KLs per run; about 30 minutes at the cpu preset). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
@@ -80,21 +82,46 @@ def seed_mean(gains: list[float]) -> dict:
     return {"mean": r4(m), "ci95": [r4(m - h), r4(m + h)], "n_seeds": n, "above_0": sum(g > 0 for g in gains)}
 
 
+def last_fifth_kl(history: list[dict]) -> float:
+    """Mean KL of a run's rollouts over its last fifth of iterations (what the controller steers)."""
+    return statistics.fmean(h["kl"] for h in history[-max(1, len(history) // 5):])
+
+
+def pair_policy(pol, kl_rollouts, c, p, tok, sft_model, rm, sets, values, sft_eval) -> tuple:
+    """One trained policy, paired to SFT on the held-out prompts: ``(gain, low, high, n distinct
+    prompts, held-out KL, training-prompt KL, last-fifth rollout KL)``."""
+    e = beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
+    kl_train = beyond.evaluate(pol, sft_model, rm, tok, sets["train"][:c.n_eval], values, p.sft.template, c,
+                               keep_replies=False)["kl"]
+    return beyond.paired_difference(e, sft_eval) + (e["kl"], kl_train, kl_rollouts)
+
+
 def train_and_pair(c, seeds, p, world, tok, sft_model, rm, sets, values, sft_eval, device) -> dict:
     """PPO's main configuration at each training seed in a scratch folder, paired to SFT."""
     out = {}
     for k in seeds:
         cv = dataclasses.replace(c, train_seed=k, eval_every=c.iterations, track_samples=0)
         with tempfile.TemporaryDirectory() as d:
-            ppo.build_ppo(Path(d), "main", cv, p.sft, world, tok, sft_model, rm, device, progress=False)
+            info = ppo.build_ppo(Path(d), "main", cv, p.sft, world, tok, sft_model, rm, device, progress=False)
             pol = load_checkpoint(Path(d) / "model.pt", device=device)[0].eval()
-        e = beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
-        kl_train = beyond.evaluate(pol, sft_model, rm, tok, sets["train"][:c.n_eval], values, p.sft.template, c,
-                                   keep_replies=False)["kl"]
-        out[k] = beyond.paired_difference(e, sft_eval) + (e["kl"], kl_train)
+        out[k] = pair_policy(pol, last_fifth_kl(info["history"]), c, p, tok, sft_model, rm, sets, values, sft_eval)
         print(f"[ppo]   train_seed {k}: paired {out[k][0]:+.3f} ({out[k][1]:+.3f} to {out[k][2]:+.3f}), "
-              f"KL held-out {e['kl']:.2f}, training prompts {kl_train:.2f}", flush=True)
+              f"KL held-out {out[k][4]:.2f}, training prompts {out[k][5]:.2f}, last fifth of the rollouts "
+              f"{out[k][6]:.2f}", flush=True)
     return out
+
+
+def kl_runs(r: dict, target: float) -> dict:
+    """Per-seed gains and KLs of :func:`train_and_pair` runs, their mean gain over seeds, and how
+    many seeds kept each KL below the target."""
+    return {"by_train_seed": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl_heldout": r4(v[4]),
+                                  "kl_train_prompts": r4(v[5]), "kl_rollouts_last_fifth": r4(v[6])}
+                              for k, v in r.items()},
+            "gold_gain_over_seeds": seed_mean([v[0] for v in r.values()]),
+            "seeds_gain_interval_above_0": sum(v[1] > 0 for v in r.values()),
+            "seeds_below_target": {name: sum(v[i] < target for v in r.values())
+                                   for name, i in (("heldout", 4), ("train_prompts", 5), ("rollouts_last_fifth", 6))},
+            "mean_kl_heldout": r4(statistics.fmean(v[4] for v in r.values())), "n_seeds": len(r)}
 
 
 def fifth_on_policy_rm(p, world, tok, sft_model, device):
@@ -119,8 +146,10 @@ def main(argv=None) -> int:
     ap.add_argument("--more-seeds", type=int, nargs="*", default=[3, 4, 5],
                     help="further training seeds of the main configuration (scratch folders)")
     ap.add_argument("--no-peer", action="store_true", help="skip PPO against the fifth-on-policy reward model")
+    ap.add_argument("--no-slow", action="store_true", help="skip the slow controller's five extra training seeds")
     ap.add_argument("--kl-sweep", action="store_true", help="also the main configuration with other KL "
-                    "settings (target_kl 0.4, 0.6; a fixed beta 0.2 and 0.4; beta from 0.3 with horizon 256), 3 seeds each")
+                    "settings (the adaptive controller from beta 0.2, 0.4 and 0.5 with a horizon of the "
+                    "run's episodes; a fixed beta 0.4), 6 training seeds each")
     ap.add_argument("--all", action="store_true", help="also build the three stability runs, "
                     "so the time covers every PPO run notebook 06 makes")
     args = ap.parse_args(argv)
@@ -191,18 +220,30 @@ def main(argv=None) -> int:
                for name, e in (("heldout", pe["ppo"]), ("train", kl_train_ev))}
     print(f"[ppo] KL: last fifth of the rollouts {kl_rollouts:.2f}, training prompts {kl_train_ev['kl']:.2f}, "
           f"held-out {pe['ppo']['kl']:.2f} (target {c.target_kl}); by kind {by_kind}", flush=True)
+    # notebook 06's slow controller (variant slow_kl): its cached run is seed 0, five more in scratch
+    slow_art = stages.get_ppo(p, "slow_kl", progress=False)
+    cs = ppo.variant_config(c, "slow_kl")
+    slow_pol = load_checkpoint(slow_art.file("model.pt"), device=device)[0].eval()
+    slow_runs = {0: pair_policy(slow_pol, last_fifth_kl(slow_art.info["history"]), c, p, tok, sft_model, rm,
+                                sets, values, pe["sft"])}
+    if not args.no_slow:
+        slow_runs.update(train_and_pair(cs, (1, 2, 3, 4, 5), p, world, tok, sft_model, rm, sets, values,
+                                        pe["sft"], device))
+    slow = {"beta": cs.beta, "horizon": cs.horizon, "final_beta": r4(slow_art.info["history"][-1]["beta"]),
+            **kl_runs(slow_runs, c.target_kl)}
+    print(f"[ppo] slow controller (beta from {cs.beta}, horizon {cs.horizon}): {slow}", flush=True)
     sweep = None
     if args.kl_sweep:
         sweep = {}
-        for name, kw in (("target_kl=0.4", {"target_kl": 0.4}), ("target_kl=0.6", {"target_kl": 0.6}),
-                         ("fixed beta=0.2", {"kl": "fixed", "beta": 0.2}),
-                         ("fixed beta=0.4", {"kl": "fixed", "beta": 0.4}),
-                         ("beta=0.3, horizon=256", {"beta": 0.3, "horizon": 256})):
+        for name, kw in (("main (beta from 1.0, horizon 64)", {}),
+                         ("beta from 0.2, horizon 1280", {"beta": 0.2, "horizon": 1280}),
+                         ("beta from 0.4, horizon 1280", {"beta": 0.4, "horizon": 1280}),
+                         ("beta from 0.5, horizon 1280", {"beta": 0.5, "horizon": 1280}),
+                         ("fixed beta 0.4", {"kl": "fixed", "beta": 0.4})):
             print(f"[ppo] KL sweep: {name}", flush=True)
-            r = train_and_pair(dataclasses.replace(c, **kw), (0, 1, 2), p, world, tok, sft_model, rm, sets,
+            r = train_and_pair(dataclasses.replace(c, **kw), range(6), p, world, tok, sft_model, rm, sets,
                                values, pe["sft"], device)
-            sweep[name] = {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl_heldout": r4(v[4]),
-                               "kl_train_prompts": r4(v[5])} for k, v in r.items()}
+            sweep[name] = kl_runs(r, c.target_kl)
     items = sets["train"][:c.batch_size]
     speed = {uc: ppo.rollout_speed(sft_model, tok, items, p.sft.template, c.max_new_tokens, uc)
              for uc in (True, False)}
@@ -235,13 +276,14 @@ def main(argv=None) -> int:
         "gold_gain_intervals_apart": after["gold_ci"][0] > before["gold_ci"][1],
         "n_distinct_eval_prompts": paired[3],
         "gold_gain_paired95_by_train_seed": {k: [r4(x) for x in v[:3]] for k, v in repeats.items()},
-        "more_seeds": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl": r4(v[4]), "kl_train_prompts": r4(v[5])}
+        "more_seeds": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl": r4(v[4]), "kl_train_prompts": r4(v[5]),
+                           "kl_rollouts_last_fifth": r4(v[6])}
                        for k, v in more.items()},
         "gold_gain_over_train_seeds": over_seeds,
         "peer_rm_fifth_on_policy": peer,
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
         "kl_final": r4(after["kl"]), "kl_train_prompts": r4(kl_train_ev["kl"]),
-        "kl_rollouts_last_fifth": r4(kl_rollouts), "kl_by_kind_95": by_kind, "kl_sweep": sweep, "shares_before": shares(before), "shares_after": shares(after),
+        "kl_rollouts_last_fifth": r4(kl_rollouts), "kl_by_kind_95": by_kind, "slow_controller": slow, "kl_sweep": sweep, "shares_before": shares(before), "shares_after": shares(after),
         "length_before": r4(before["length"]), "length_after": r4(after["length"]),
         "beta0_iterations": b0["config"]["iterations"], "beta0_gold_peak": r4(peak["gold"]),
         "beta0_gold_peak_iteration": peak["iteration"], "beta0_gold_final": r4(final0["gold"]),
