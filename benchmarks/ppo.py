@@ -213,9 +213,7 @@ def main(argv=None) -> int:
         print(f"[ppo] peer over 3 seeds: {peer['over_seeds']}", flush=True)
     # where the KL is: the main policy on as many training prompts as held-out ones, by kind
     kl_train_ev = beyond.evaluate(policy, sft_model, rm, tok, sets["train"][:c.n_eval], values, p.sft.template, c)
-    hist = main_info["history"]
-    last_fifth = hist[-max(1, len(hist) // 5):]
-    kl_rollouts = statistics.fmean(h["kl"] for h in last_fifth)
+    kl_rollouts = last_fifth_kl(main_info["history"])
     by_kind = {name: {k: [r4(x) for x in v[:3]] + [v[3]] for k, v in sorted(ppo.kl_by_kind(e).items())}
                for name, e in (("heldout", pe["ppo"]), ("train", kl_train_ev))}
     print(f"[ppo] KL: last fifth of the rollouts {kl_rollouts:.2f}, training prompts {kl_train_ev['kl']:.2f}, "
@@ -235,10 +233,9 @@ def main(argv=None) -> int:
     sweep = None
     if args.kl_sweep:
         sweep = {}
-        for name, kw in (("main (beta from 1.0, horizon 64)", {}),
-                         ("beta from 0.2, horizon 1280", {"beta": 0.2, "horizon": 1280}),
-                         ("beta from 0.4, horizon 1280", {"beta": 0.4, "horizon": 1280}),
-                         ("beta from 0.5, horizon 1280", {"beta": 0.5, "horizon": 1280}),
+        h = c.slow_horizon                    # the slow controller's horizon, from three starting betas
+        for name, kw in ((f"main (beta from {c.beta}, horizon {c.horizon})", {}),
+                         *((f"beta from {b}, horizon {h}", {"beta": b, "horizon": h}) for b in (0.2, 0.4, 0.5)),
                          ("fixed beta 0.4", {"kl": "fixed", "beta": 0.4})):
             print(f"[ppo] KL sweep: {name}", flush=True)
             r = train_and_pair(dataclasses.replace(c, **kw), range(6), p, world, tok, sft_model, rm, sets,
