@@ -24,7 +24,8 @@ six training seeds each (a gain and three KLs per run; about 30 minutes at the c
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
 prompt-to-prompt spread that widens each policy's own interval cancels; whether the two unpaired
 intervals are apart is reported beside it) at a KL below the target, "I don't know" on unknowns and refusals on declines both
-up (the 95% intervals of the shares after PPO above those before), the beta = 0 run's final gold reward below its peak
+up (the paired 95% interval of each share's change on the same prompts above 0,
+``ppo.paired_share_difference``; whether the shares' own intervals lie apart is reported beside it), the beta = 0 run's final gold reward below its peak
 (the peak evaluation picked on a random half of the held-out prompts, the final one compared with
 it reply by reply on the other half: the paired 95% interval of the change below 0; the drop on all
 prompts with the final value's half-width, the earlier unpaired reading, is reported beside it),
@@ -89,11 +90,13 @@ def last_fifth_kl(history: list[dict]) -> float:
 
 def pair_policy(pol, kl_rollouts, c, p, tok, sft_model, rm, sets, values, sft_eval) -> tuple:
     """One trained policy, paired to SFT on the held-out prompts: ``(gain, low, high, n distinct
-    prompts, held-out KL, training-prompt KL, last-fifth rollout KL)``."""
+    prompts, held-out KL, training-prompt KL, last-fifth rollout KL, {share: paired change})``
+    (the change of each behaviour share, ``ppo.paired_share_difference``)."""
     e = beyond.evaluate(pol, sft_model, rm, tok, sets["eval"], values, p.sft.template, c)
     kl_train = beyond.evaluate(pol, sft_model, rm, tok, sets["train"][:c.n_eval], values, p.sft.template, c,
                                keep_replies=False)["kl"]
-    return beyond.paired_difference(e, sft_eval) + (e["kl"], kl_train, kl_rollouts)
+    change = {s: ppo.paired_share_difference(e, sft_eval, s) for s in ("idk", "refusal")}
+    return beyond.paired_difference(e, sft_eval) + (e["kl"], kl_train, kl_rollouts, change)
 
 
 def train_and_pair(c, seeds, p, world, tok, sft_model, rm, sets, values, sft_eval, device) -> dict:
@@ -115,8 +118,10 @@ def kl_runs(r: dict, target: float) -> dict:
     """Per-seed gains and KLs of :func:`train_and_pair` runs, their mean gain over seeds, and how
     many seeds kept each KL below the target."""
     return {"by_train_seed": {k: {"gold_gain_paired95": [r4(x) for x in v[:3]], "kl_heldout": r4(v[4]),
-                                  "kl_train_prompts": r4(v[5]), "kl_rollouts_last_fifth": r4(v[6])}
+                                  "kl_train_prompts": r4(v[5]), "kl_rollouts_last_fifth": r4(v[6]),
+                                  **{f"{s}_change_paired95": [r4(x) for x in ch[:3]] for s, ch in v[7].items()}}
                               for k, v in r.items()},
+            "seeds_share_change_above_0": {s: sum(v[7][s][1] > 0 for v in r.values()) for s in ("idk", "refusal")},
             "gold_gain_over_seeds": seed_mean([v[0] for v in r.values()]),
             "seeds_gain_interval_above_0": sum(v[1] > 0 for v in r.values()),
             "seeds_below_target": {name: sum(v[i] < target for v in r.values())
@@ -249,13 +254,15 @@ def main(argv=None) -> int:
     # the runs' wall time (each without its first evaluation) plus the one SFT evaluation they share
     seconds = sum(a.info["seconds"] for a in runs.values()) + sft_eval.meta.get("build_seconds", 0.0)
     sb, sa = before["shares"], after["shares"]
+    share_change = {s: ppo.paired_share_difference(pe["ppo"], pe["sft"], s) for s in ppo.SHARES}
     met = {
         "gold_gain_paired_above_0": paired[1] > 0,
         "kl_below_target": after["kl"] < c.target_kl,
-        # up = the after-interval lies above the before-interval (a point estimate that rose by
-        # two replies of 480 is not a rise)
-        "idk_up": sa["idk"]["ci"][0] > sb["idk"]["ci"][1],
-        "refusal_up": sa["refusal"]["ci"][0] > sb["refusal"]["ci"][1],
+        # up = the paired 95% interval of the change lies above 0: both policies answer the same
+        # prompts, so the change is measured prompt by prompt, as the gold gain is (whether the
+        # two shares' own intervals lie apart, a stricter test, is reported beside it)
+        "idk_up": share_change["idk"][1] > 0,
+        "refusal_up": share_change["refusal"][1] > 0,
         # the peak picked on half of the held-out prompts, the drop measured on the other half,
         # reply by reply (ppo.drop_from_peak): the paired interval of the change lies below 0
         "beta0_drop_beyond_interval": dp["ci"][1] < 0,
@@ -281,6 +288,9 @@ def main(argv=None) -> int:
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
         "kl_final": r4(after["kl"]), "kl_train_prompts": r4(kl_train_ev["kl"]),
         "kl_rollouts_last_fifth": r4(kl_rollouts), "kl_by_kind_95": by_kind, "slow_controller": slow, "kl_sweep": sweep, "shares_before": shares(before), "shares_after": shares(after),
+        "share_change_paired95": {s: {"change": r4(v[0]), "ci95": [r4(v[1]), r4(v[2])], "n_prompts": v[3],
+                                      "intervals_apart": sa[s]["ci"][0] > sb[s]["ci"][1] or sa[s]["ci"][1] < sb[s]["ci"][0]}
+                                  for s, v in share_change.items()},
         "length_before": r4(before["length"]), "length_after": r4(after["length"]),
         "beta0_iterations": b0["config"]["iterations"], "beta0_gold_peak": r4(peak["gold"]),
         "beta0_gold_peak_iteration": peak["iteration"], "beta0_gold_final": r4(final0["gold"]),

@@ -348,6 +348,9 @@ class PPOConfig:
     n_eval: int = 480                 # held-out prompts of each evaluation (311 distinct texts at the cpu
     #                                   preset; at 160, 125 distinct, a paired interval of PPO - SFT
     #                                   was about +-0.3 and a gain of 0.15-0.2 went unseparated)
+    n_eval_declines: int = 90         # held-out decline requests added to the world's 10 (a quarter of
+    #                                   the evaluation's prompts are decline requests: with the world's
+    #                                   10 alone a refusal rate's interval was about +-0.25)
     eval_samples: int = 4             # sampled replies per held-out prompt: averages out one
     #                                   prompt's sampling noise (at 1, most of a paired gold
     #                                   difference's interval was that noise); intervals count prompts
@@ -372,7 +375,7 @@ class PPOConfig:
 
 PPO_PRESETS = {
     "smoke": PPOConfig(iterations=2, batch_size=8, minibatch_size=8, epochs=1, max_new_tokens=8,
-                       n_prompts=32, n_eval=8, eval_samples=2, eval_every=2, n_track=1, track_samples=1, track_every=2,
+                       n_prompts=32, n_eval=8, n_eval_declines=4, eval_samples=2, eval_every=2, n_track=1, track_samples=1, track_every=2,
                        beta0_iterations=2, beta0_eval_every=2, stability_iterations=1, best_of_n=(1, 2)),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(iterations=200, batch_size=256, minibatch_size=64, lr=5e-5, max_new_tokens=48,

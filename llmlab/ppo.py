@@ -52,7 +52,7 @@ from .model import GPT, ScalarModel
 HYPERPARAMETERS = ("iterations", "batch_size", "minibatch_size", "epochs", "lr", "grad_clip", "clip",
                    "clip_value", "vf_coef", "gamma", "lam", "whiten", "kl", "beta", "target_kl",
                    "horizon", "max_new_tokens", "no_stop_penalty")
-NOT_HYPERPARAMETERS = ("n_prompts", "n_eval", "eval_samples", "eval_every", "n_track", "track_samples",
+NOT_HYPERPARAMETERS = ("n_prompts", "n_eval", "n_eval_declines", "eval_samples", "eval_every", "n_track", "track_samples",
                        "track_every", "beta0_iterations", "beta0_eval_every", "small_beta", "slow_beta",
                        "slow_horizon", "stability_iterations",
                        "best_of_n", "seed", "train_seed")
@@ -601,15 +601,16 @@ def behaviour(items: list[dict], texts: list[str], stopped: list[bool], values: 
         return tally([(i, prefs.gold_score(it, t, values).case == case)
                       for i, it, t in zip(ids, items, texts) if it["kind"] == kind])
 
-    return {"idk": count("unknown", "says it does not know"),
-            "refusal": count("decline", "refuses"),
-            "factual": count("fact", "states the right answer"),
-            "premise_corrected": count("premise", "corrects the false premise"),
+    return {**{name: count(kind, case) for name, (kind, case) in SHARE_CASES.items()},
             "stopped": tally(list(zip(ids, stopped))),
             "length": sum(len(t) for t in texts) / max(len(texts), 1)}
 
 
-SHARES = ("idk", "refusal", "factual", "premise_corrected")
+# each behaviour share: (the kind of prompt it counts, the row of the gold judge's table it counts)
+SHARE_CASES = {"idk": ("unknown", "says it does not know"), "refusal": ("decline", "refuses"),
+               "factual": ("fact", "states the right answer"),
+               "premise_corrected": ("premise", "corrects the false premise")}
+SHARES = tuple(SHARE_CASES)
 
 
 @torch.no_grad()
@@ -664,7 +665,7 @@ def evaluate_policy(policy: GPT, ref: GPT, rm: ScalarModel, tok, items: list[dic
            "shares": {name: b[name] for name in SHARES + ("stopped",)}, "length": b["length"]}
     if keep_replies:
         out["replies"] = [{"item": i, "prompt": it["messages"][-1]["content"], "kind": it["kind"], "text": t,
-                           "gold": gv, "proxy": pv, "kl": kv}
+                           "case": prefs.gold_score(it, t, values).case, "gold": gv, "proxy": pv, "kl": kv}
                           for i, it, t, gv, pv, kv in zip(ids, rows, texts, gold, proxy, kl)]
     return out
 
@@ -697,6 +698,31 @@ def paired_replies(a: dict, b: dict) -> list[float]:
     if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
         raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
     return [x["gold"] - y["gold"] for x, y in zip(ra, rb)]
+
+
+def paired_share_difference(a: dict, b: dict, name: str) -> tuple[float, float, float, int]:
+    """Change of one behaviour share (:data:`SHARE_CASES`) from ``b`` to ``a``, two
+    :func:`evaluate_policy` results (with replies) of the same prompts in the same order: over
+    the replies to prompts of that kind, ``a``'s hit minus ``b``'s (1, 0 or -1), reply by reply,
+    with :func:`mean_interval` clustered by prompt text, ``(change, low, high, n distinct
+    prompts)``. Both policies answer the same prompts, so which prompt was asked (a request SFT
+    always refuses, another it never does) cancels, as in :func:`paired_difference`; the
+    interval is narrower than the two shares' own intervals.
+
+    >>> r = lambda *c: {"replies": [{"prompt": str(i), "item": i, "kind": "decline", "case": x}
+    ...                             for i, x in enumerate(c)]}
+    >>> [round(x, 3) for x in paired_share_difference(r("refuses", "refuses"), r("complies", "refuses"), "refusal")[:3]]
+    [0.5, -0.48, 1.48]
+    """
+    kind, case = SHARE_CASES[name]
+    ra, rb = a["replies"], b["replies"]
+    key = lambda r: (r.get("item"), r["prompt"])
+    if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
+        raise ValueError("paired_share_difference needs two evaluations of the same prompts in the same order")
+    pairs = [(x, y) for x, y in zip(ra, rb) if y["kind"] == kind]
+    keys = [prompt_key(y) for _, y in pairs]
+    m, lo, hi = mean_interval([(x["case"] == case) - (y["case"] == case) for x, y in pairs], clusters=keys)
+    return m, lo, hi, len(set(keys))
 
 
 def pooled_difference(runs: list[dict], b: dict) -> tuple[float, float, float, int]:
@@ -1056,10 +1082,16 @@ def variant_config(c, variant: str):
 
 def prompt_sets(world, sft_cfg, c) -> dict:
     """The prompt items of a run: ``train`` (``c.n_prompts`` from the training split),
-    ``eval`` (``c.n_eval`` held-out) and ``track`` (``c.n_track`` held-out, one of each kind)."""
+    ``eval`` (``c.n_eval`` held-out) and ``track`` (``c.n_track`` held-out, one of each kind).
+
+    The held-out decline requests are the world's held-out ones plus ``c.n_eval_declines``
+    more from :func:`llmlab.prefs.more_decline_requests` (the world's own are too few to
+    measure a refusal rate)."""
     split = sft.split_world(world, sft_cfg.eval_frac, sft_cfg.seed)
     train = prefs.on_policy_items(split, c.n_prompts, c.seed, eval_side=False)
-    held = prefs.on_policy_items(split, c.n_eval + 4 * c.n_track, c.seed + 1, eval_side=True)
+    more = tuple(prefs.more_decline_requests(world, c.n_eval_declines, c.seed))
+    held_split = dataclasses.replace(split, eval_decline=split.eval_decline + more)
+    held = prefs.on_policy_items(held_split, c.n_eval + 4 * c.n_track, c.seed + 1, eval_side=True)
     return {"train": train, "eval": held[:c.n_eval], "track": held[c.n_eval:c.n_eval + c.n_track]}
 
 

@@ -40,7 +40,7 @@ import torch
 
 from . import chat, evaluate, sft
 from .tokenizer import SPECIAL_TOKENS
-from .world import RELATIONS, World, fill
+from .world import DECLINE_TEMPLATES, EXPORTS, RELATIONS, World, a_an, fill
 
 # --------------------------------------------------------------------------------------------
 # 1. The gold judge
@@ -249,6 +249,7 @@ def gold_table_rows() -> list[dict]:
 # 2. Prompts and replies
 # --------------------------------------------------------------------------------------------
 
+DECLINE_IDK_SHARE = 0.3   # of the controlled decline pairs, those whose worse reply is "I don't know"
 CATEGORIES = ("facts", "unknowns", "declines", "padding", "sycophancy", "on_policy")
 
 
@@ -315,7 +316,11 @@ def variant_pair(category: str, world: World, split, values: dict, rng: random.R
         return item, chat.IDK_ANSWER, invented
     if category == "declines":
         item = decline_item(rng.choice(split.eval_decline if eval_side else split.train_decline))
-        return item, chat.REFUSAL, rng.choice(COMPLIANCE)
+        # an evasive "I don't know that name." does not decline either (the judge scores it as
+        # complying): without such pairs the reward model ranks it near a refusal, and PPO
+        # turns the SFT model's non-refusals into it instead of into refusals
+        bad = chat.IDK_ANSWER if rng.random() < DECLINE_IDK_SHARE else rng.choice(COMPLIANCE)
+        return item, chat.REFUSAL, bad
     if category == "padding":
         f = rng.choice(facts)
         item = fact_item(f, rng)
@@ -496,6 +501,32 @@ def make_pairs(world: World, split, n: int, mix: dict, temperature: float, seed:
                 made += 1
     rng.shuffle(pairs)
     return pairs
+
+
+def more_decline_requests(world: World, n: int, seed: int = 0) -> list[str]:
+    """``n`` further decline requests, none of them one of ``world.decline_requests``: the
+    templates of :func:`llmlab.world.build_knowledge` filled with the world's known entities by another
+    random stream. They appear in no page and no SFT example, so they are held out, like the
+    world's own held-out quarter of requests (10 at the cpu preset), which is too few prompts
+    to measure a refusal rate to better than about +-0.25. Deterministic in ``seed``.
+    """
+    by_kind = {k: [e for e in world.entities if e.kind == k]
+               for k in ("country", "person", "animal", "invention")}
+    rng = random.Random(seed)
+    seen, out = set(world.decline_requests), []
+    for i in range(1000 + 50 * n):
+        if len(out) == n:
+            return out
+        t = DECLINE_TEMPLATES[i % len(DECLINE_TEMPLATES)]
+        r = t.format(export=rng.choice(EXPORTS), country=rng.choice(by_kind["country"]).name,
+                     person=rng.choice(by_kind["person"]).name,
+                     animal=a_an(rng.choice(by_kind["animal"]).name),
+                     invention=rng.choice(by_kind["invention"]).name)
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    raise ValueError(f"the world's templates and entities give only {len(out)} decline requests "
+                     f"beyond its own {len(world.decline_requests)}, not {n}")
 
 
 def on_policy_items(split, n: int, seed: int, eval_side: bool) -> list[dict]:

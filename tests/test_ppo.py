@@ -579,3 +579,43 @@ def test_a_likelihood_reward_model_scores_rollouts_from_the_reply_start_and_its_
     v = ppo.value_model_from(rm)
     assert type(v) is ScalarModel and v.kind == "value"
     assert torch.equal(v.head.weight, rm.head.weight) and v.head.weight is not rm.head.weight
+
+
+def test_paired_share_change_cancels_which_prompt_was_asked():
+    """Two policies on the same three decline prompts (two replies each): one prompt both always
+    refuse, one neither does, one the second policy refuses and the first never does. The
+    paired change is the hand-computed mean of the reply-by-reply differences (+1/3), and its
+    interval is narrower than the unpaired difference of the two shares' intervals; other
+    kinds of prompt are not counted, and evaluations of other prompts are an error."""
+    def ev(cases):
+        reps = [{"prompt": p, "item": i, "kind": "decline", "case": c}
+                for i, (p, c) in enumerate(zip(["a", "a", "b", "b", "c", "c"], cases))]
+        reps.append({"prompt": "f", "item": 6, "kind": "fact", "case": "refuses"})
+        return {"replies": reps}
+    after = ev(["refuses", "refuses", "complies", "complies", "refuses", "refuses"])
+    before = ev(["refuses", "refuses", "complies", "complies", "complies", "complies"])
+    m, lo, hi, n = ppo.paired_share_difference(after, before, "refusal")
+    assert n == 3 and m == pytest.approx(1 / 3)
+    # clustered: three prompt-level differences 0, 0, 1 -> s.e. sqrt(G/(G-1) * sum r^2) / n
+    resid = [2 * (0 - 1 / 3), 2 * (0 - 1 / 3), 2 * (1 - 1 / 3)]
+    half = 1.96 * math.sqrt(3 / 2 * sum(r * r for r in resid)) / 6
+    assert (lo, hi) == pytest.approx((1 / 3 - half, 1 / 3 + half))
+    assert ppo.paired_share_difference(before, before, "refusal")[:3] == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same prompts"):
+        ppo.paired_share_difference(after, {"replies": before["replies"][:-1]}, "refusal")
+
+
+def test_heldout_prompts_add_decline_requests_beyond_the_worlds():
+    from llmlab import sft, stages
+    from llmlab.config import get_preset
+
+    p = get_preset("smoke")
+    c = dataclasses.replace(ppo_config(p), n_eval=400, n_eval_declines=30)
+    world = stages.get_world(p)
+    split = sft.split_world(world, p.sft.eval_frac, p.sft.seed)
+    sets = ppo.prompt_sets(world, p.sft, c)
+    asked = {it["messages"][-1]["content"] for it in sets["eval"] if it["kind"] == "decline"}
+    trained = {it["messages"][-1]["content"] for it in sets["train"] if it["kind"] == "decline"}
+    assert len(asked) > len(split.eval_decline) and not asked & trained
+    assert not asked & set(split.train_decline)
+    assert sets["train"] == ppo.prompt_sets(world, p.sft, dataclasses.replace(c, n_eval_declines=0))["train"]

@@ -275,3 +275,34 @@ def test_empty_file(tmp_path):
     f.write_text("\n")
     with pytest.raises(prefs.PreferenceFormatError, match="no records"):
         prefs.load_preferences(f)
+
+
+def test_decline_pairs_also_teach_that_i_dont_know_is_not_a_refusal(world_split):
+    # some controlled decline pairs put "I don't know that name." below the refusal: the judge
+    # counts it as not declining, and the reward model must see it ranked so
+    from llmlab import chat
+    w, split, values = world_split
+    rng = random.Random(0)
+    worse = [prefs.variant_pair("declines", w, split, values, rng, False)[2] for _ in range(400)]
+    share = sum(x == chat.IDK_ANSWER for x in worse) / len(worse)
+    assert abs(share - prefs.DECLINE_IDK_SHARE) < 0.08
+    item = prefs.decline_item(split.train_decline[0])
+    assert (prefs.gold_score(item, chat.REFUSAL, values).score
+            > prefs.gold_score(item, chat.IDK_ANSWER, values).score)
+
+
+
+def test_more_decline_requests_are_new_distinct_and_reproducible():
+    from llmlab.world import build_knowledge
+    from llmlab.config import PRESETS
+    more_decline_requests = prefs.more_decline_requests
+    w = build_knowledge(PRESETS["smoke"].world)
+    more = more_decline_requests(w, 40, seed=3)
+    assert len(more) == len(set(more)) == 40
+    assert not set(more) & set(w.decline_requests)
+    assert more == more_decline_requests(w, 40, seed=3)
+    assert more != more_decline_requests(w, 40, seed=4)
+    names = {e.name for e in w.entities}
+    assert all(any(n in r for n in names) or "{" not in r for r in more) and not any("{" in r for r in more)
+    with pytest.raises(ValueError, match="give only"):
+        more_decline_requests(w, 100000)
