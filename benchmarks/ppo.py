@@ -17,8 +17,8 @@ model trained with a fifth of its pairs on-policy (``PrefConfig.mix``) instead o
 (``PrefConfig.train_mix``), everything else equal (``--no-peer`` skips it). The KL is reported
 three ways: over the last fifth of the main run's rollouts (what the adaptive controller steers),
 on as many training prompts as held-out ones, and on the held-out prompts (the goal's), each by
-kind of prompt. Notebook 06's slow-controller run (variant ``slow_kl``: ``PPOConfig.slow_beta`` and
-``slow_horizon``) is reported the same way at six training seeds (``--no-slow`` skips the five
+kind of prompt. Notebook 06's fast-controller run (variant ``fast_kl``: ``PPOConfig.fast_beta`` and
+``fast_horizon``) is reported the same way at six training seeds (``--no-fast`` skips the five
 built in scratch folders), as is ``--kl-sweep``: the main configuration with other KL settings at
 six training seeds each (a gain and three KLs per run; about 30 minutes at the cpu preset). Goals at the cpu preset: gold reward up by a clear margin over SFT (the paired 95% interval
 of the per-prompt difference lies above 0: both policies answer the same held-out prompts, so the
@@ -151,10 +151,10 @@ def main(argv=None) -> int:
     ap.add_argument("--more-seeds", type=int, nargs="*", default=[3, 4, 5],
                     help="further training seeds of the main configuration (scratch folders)")
     ap.add_argument("--no-peer", action="store_true", help="skip PPO against the fifth-on-policy reward model")
-    ap.add_argument("--no-slow", action="store_true", help="skip the slow controller's five extra training seeds")
+    ap.add_argument("--no-fast", action="store_true", help="skip the fast controller's five extra training seeds")
     ap.add_argument("--kl-sweep", action="store_true", help="also the main configuration with other KL "
-                    "settings (the adaptive controller from beta 0.2, 0.4 and 0.5 with a horizon of the "
-                    "run's episodes; a fixed beta 0.4), 6 training seeds each")
+                    "settings (the adaptive controller from beta 0.2 and 0.5 at the main run's horizon, the "
+                    "fast controller's settings, a fixed beta 0.4) and the main one, 6 training seeds each")
     ap.add_argument("--all", action="store_true", help="also build the three stability runs, "
                     "so the time covers every PPO run notebook 06 makes")
     args = ap.parse_args(argv)
@@ -223,24 +223,25 @@ def main(argv=None) -> int:
                for name, e in (("heldout", pe["ppo"]), ("train", kl_train_ev))}
     print(f"[ppo] KL: last fifth of the rollouts {kl_rollouts:.2f}, training prompts {kl_train_ev['kl']:.2f}, "
           f"held-out {pe['ppo']['kl']:.2f} (target {c.target_kl}); by kind {by_kind}", flush=True)
-    # notebook 06's slow controller (variant slow_kl): its cached run is seed 0, five more in scratch
-    slow_art = stages.get_ppo(p, "slow_kl", progress=False)
-    cs = ppo.variant_config(c, "slow_kl")
-    slow_pol = load_checkpoint(slow_art.file("model.pt"), device=device)[0].eval()
-    slow_runs = {0: pair_policy(slow_pol, last_fifth_kl(slow_art.info["history"]), c, p, tok, sft_model, rm,
+    # notebook 06's fast controller (variant fast_kl): its cached run is seed 0, five more in scratch
+    fast_art = stages.get_ppo(p, "fast_kl", progress=False)
+    cf = ppo.variant_config(c, "fast_kl")
+    fast_pol = load_checkpoint(fast_art.file("model.pt"), device=device)[0].eval()
+    fast_runs = {0: pair_policy(fast_pol, last_fifth_kl(fast_art.info["history"]), c, p, tok, sft_model, rm,
                                 sets, values, pe["sft"])}
-    if not args.no_slow:
-        slow_runs.update(train_and_pair(cs, (1, 2, 3, 4, 5), p, world, tok, sft_model, rm, sets, values,
+    if not args.no_fast:
+        fast_runs.update(train_and_pair(cf, (1, 2, 3, 4, 5), p, world, tok, sft_model, rm, sets, values,
                                         pe["sft"], device))
-    slow = {"beta": cs.beta, "horizon": cs.horizon, "final_beta": r4(slow_art.info["history"][-1]["beta"]),
-            **kl_runs(slow_runs, c.target_kl)}
-    print(f"[ppo] slow controller (beta from {cs.beta}, horizon {cs.horizon}): {slow}", flush=True)
+    fast = {"beta": cf.beta, "horizon": cf.horizon, "final_beta": r4(fast_art.info["history"][-1]["beta"]),
+            **kl_runs(fast_runs, c.target_kl)}
+    print(f"[ppo] fast controller (beta from {cf.beta}, horizon {cf.horizon}): {fast}", flush=True)
     sweep = None
     if args.kl_sweep:
         sweep = {}
-        h = c.slow_horizon                    # the slow controller's horizon, from three starting betas
-        for name, kw in ((f"main (beta from {c.beta}, horizon {c.horizon})", {}),
-                         *((f"beta from {b}, horizon {h}", {"beta": b, "horizon": h}) for b in (0.2, 0.4, 0.5)),
+        h = c.horizon                         # the main run's horizon, from three starting betas
+        for name, kw in ((f"main (beta from {c.beta}, horizon {h})", {}),
+                         *((f"beta from {b}, horizon {h}", {"beta": b}) for b in (0.2, 0.5)),
+                         (f"beta from {cf.beta}, horizon {cf.horizon} (fast_kl)", {"beta": cf.beta, "horizon": cf.horizon}),
                          ("fixed beta 0.4", {"kl": "fixed", "beta": 0.4})):
             print(f"[ppo] KL sweep: {name}", flush=True)
             r = train_and_pair(dataclasses.replace(c, **kw), range(6), p, world, tok, sft_model, rm, sets,
@@ -287,7 +288,7 @@ def main(argv=None) -> int:
         "peer_rm_fifth_on_policy": peer,
         "proxy_before": r4(before["proxy"]), "proxy_after": r4(after["proxy"]),
         "kl_final": r4(after["kl"]), "kl_train_prompts": r4(kl_train_ev["kl"]),
-        "kl_rollouts_last_fifth": r4(kl_rollouts), "kl_by_kind_95": by_kind, "slow_controller": slow, "kl_sweep": sweep, "shares_before": shares(before), "shares_after": shares(after),
+        "kl_rollouts_last_fifth": r4(kl_rollouts), "kl_by_kind_95": by_kind, "fast_controller": fast, "kl_sweep": sweep, "shares_before": shares(before), "shares_after": shares(after),
         "share_change_paired95": {s: {"change": r4(v[0]), "ci95": [r4(v[1]), r4(v[2])], "n_prompts": v[3],
                                       "intervals_apart": sa[s]["ci"][0] > sb[s]["ci"][1] or sa[s]["ci"][1] < sb[s]["ci"][0]}
                                   for s, v in share_change.items()},

@@ -53,8 +53,8 @@ HYPERPARAMETERS = ("iterations", "batch_size", "minibatch_size", "epochs", "lr",
                    "clip_value", "vf_coef", "gamma", "lam", "whiten", "kl", "beta", "target_kl",
                    "horizon", "max_new_tokens", "no_stop_penalty")
 NOT_HYPERPARAMETERS = ("n_prompts", "n_eval", "n_eval_declines", "eval_samples", "eval_every", "n_track", "track_samples",
-                       "track_every", "beta0_iterations", "beta0_eval_every", "small_beta", "slow_beta",
-                       "slow_horizon", "stability_iterations",
+                       "track_every", "beta0_iterations", "beta0_eval_every", "small_beta", "fast_beta",
+                       "fast_horizon", "stability_iterations",
                        "best_of_n", "seed", "train_seed")
 
 # ============================================================================================
@@ -1056,9 +1056,9 @@ VARIANTS = {
                                            eval_every=c.beta0_eval_every),
     "small_beta": lambda c: dataclasses.replace(c, kl="fixed", beta=c.small_beta, iterations=c.beta0_iterations,
                                                 eval_every=c.beta0_eval_every),
-    # section 3: the adaptive controller started in the seed's range with a horizon of the whole
-    # run (beta moves by at most 1% per rollout at the cpu preset), evaluated at the end
-    "slow_kl": lambda c: dataclasses.replace(c, kl="adaptive", beta=c.slow_beta, horizon=c.slow_horizon,
+    # section 3: the adaptive controller started above the seed's range with a horizon of one
+    # rollout (beta moves by up to 20% per rollout at the cpu preset), evaluated at the end
+    "fast_kl": lambda c: dataclasses.replace(c, kl="adaptive", beta=c.fast_beta, horizon=c.fast_horizon,
                                              eval_every=c.iterations, track_samples=0),
     "nowhiten": lambda c: dataclasses.replace(c, whiten=False, iterations=c.stability_iterations,
                                               eval_every=c.stability_iterations, track_samples=0),

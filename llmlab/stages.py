@@ -481,8 +481,8 @@ def get_ppo(preset: Preset | str | None = None, variant: str = "main", root: Pat
     ``evals`` and ``final_eval`` (:func:`llmlab.ppo.evaluate_policy`) and wall time.
 
     ``variant`` (:data:`llmlab.ppo.VARIANTS`): ``main`` (``PPOConfig``), ``beta0`` (no KL
-    penalty, section 5), ``small_beta`` (a fixed ``PPOConfig.small_beta``, section 5), ``slow_kl`` (the adaptive
-    controller with ``PPOConfig.slow_beta`` and ``slow_horizon``, section 3), ``nowhiten`` / ``noclip_value`` / ``lr10`` (short stability runs,
+    penalty, section 5), ``small_beta`` (a fixed ``PPOConfig.small_beta``, section 5), ``fast_kl`` (the adaptive
+    controller with ``PPOConfig.fast_beta`` and ``fast_horizon``, section 3), ``nowhiten`` / ``noclip_value`` / ``lr10`` (short stability runs,
     section 6). ``callback(iteration, metrics)`` sees each iteration when the run is built.
     """
     from . import ppo as ppo_mod

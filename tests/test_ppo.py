@@ -176,16 +176,16 @@ def test_config_fields_have_comments_and_presets_exist():
         ppo.variant_config(ppo_config("smoke"), "nope")
 
 
-def test_slow_kl_variant_changes_only_the_controller():
+def test_fast_kl_variant_changes_only_the_controller():
     # section 3's comparison: the same run but for where beta starts and how fast it may move
     c = ppo_config("cpu")
-    s = ppo.variant_config(c, "slow_kl")
-    changed = {k for k in ppo.HYPERPARAMETERS if getattr(s, k) != getattr(c, k)}
-    assert changed == {"beta", "horizon"} and s.kl == "adaptive" == c.kl
-    assert (s.beta, s.horizon) == (c.slow_beta, c.slow_horizon)
-    # its horizon lets beta move far less per rollout than the main run's
+    f = ppo.variant_config(c, "fast_kl")
+    changed = {k for k in ppo.HYPERPARAMETERS if getattr(f, k) != getattr(c, k)}
+    assert changed == {"beta", "horizon"} and f.kl == "adaptive" == c.kl
+    assert (f.beta, f.horizon) == (c.fast_beta, c.fast_horizon)
+    # its horizon lets beta move far more per rollout than the main run's
     step = lambda cfg: 1 + 0.2 * cfg.batch_size / cfg.horizon
-    assert step(c) > step(s) > 1.0
+    assert step(f) > step(c) > 1.0
 
 
 # --------------------------------------------------------------------------------------------
