@@ -7,7 +7,8 @@ Trains the preset's reward model from the SFT model on the cached preference pai
 (``llmlab.stages.get_prefs``; the pairs and the SFT model are built first if missing), timing
 the training, then measures it with ``llmlab.reward.evaluate``: held-out pairwise accuracy
 (with its 95% interval, counted by prompt: ``reward.pair_share``) next to the ceiling that the labels' Bradley-Terry noise allows
-and the length-only baseline, accuracy per category, and the Spearman correlation of RM scores
+and the length-only baseline, accuracy per category (each beside its own ceiling and the points
+of the overall gap it holds), and the Spearman correlation of RM scores
 with gold scores on fresh SFT samples. Its peers, measured in the same run on the same pairs:
 the classic reward model (the scalar head alone, ``likelihood_weight=None``, trained the same
 way) and the SFT model's own likelihood with no preference training
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from llmlab import reward, stages  # noqa: E402
+from llmlab import prefs, reward, stages  # noqa: E402
 from llmlab.config import get_preset, pref_config, reward_config  # noqa: E402
 from llmlab.device import pick_device, seed_everything  # noqa: E402
 
@@ -95,6 +96,9 @@ def main(argv=None) -> int:
         print(f"[reward] {init} init, {rc.compare_steps} steps: {reward.fmt_pair_share(acc)} ({s:.1f} s)",
               flush=True)
     gap = ev["ceiling"] - ev["accuracy"]
+    cat_ceiling = {c: prefs.ceiling_accuracy([q["gold_chosen"] - q["gold_rejected"] for q in ev["pairs"]
+                                              if q["category"] == c], pc.label_temperature)
+                   for c in ev["per_category_share"]}
     gain = ev["accuracy"] - ev["length"]["accuracy"]
     out = {
         "benchmark": "reward", "preset": p.name, "device": device.type, "threads": args.threads,
@@ -105,8 +109,11 @@ def main(argv=None) -> int:
         "gold_accuracy": round(ev["gold_accuracy"], 4), "noise_ceiling": round(ev["ceiling"], 4),
         "length_baseline": round(ev["length"]["accuracy"], 4),
         "length_baseline_prefers": ev["length"]["prefers"],
+        # each category's own label-noise ceiling, and how many points of the overall gap to the
+        # ceiling it holds (its shortfall weighted by its share of the held-out pairs)
         "per_category": {c: {"accuracy": round(sh["rate"], 4), "ci95": [round(x, 4) for x in sh["ci"]],
-                             "n": sh["n"], "prompts": sh["prompts"]}
+                             "n": sh["n"], "prompts": sh["prompts"], "ceiling": round(cat_ceiling[c], 4),
+                             "points_of_gap": round(100 * (cat_ceiling[c] - sh["rate"]) * sh["n"] / ev["n"], 2)}
                          for c, sh in ev["per_category_share"].items()},
         "spearman_gold": round(ev["spearman"], 4), "n_fresh": ev["n_fresh"], "ece": round(ev["ece"], 4),
         "likelihood_weight": {"start": rc.likelihood_weight,
