@@ -347,7 +347,7 @@ class PPOConfig:
     max_new_tokens: int = 24          # longest sampled reply (tokens)
     no_stop_penalty: float = 1.0      # subtracted from the RM score of a reply that never stops
     n_prompts: int = 2000             # training-split prompt pool the rollouts draw from
-    n_eval: int = 480                 # held-out prompts of each evaluation (311 distinct texts at the cpu
+    n_eval: int = 480                 # held-out prompts of each evaluation (364 distinct texts at the cpu
     #                                   preset; at 160, 125 distinct, a paired interval of PPO - SFT
     #                                   was about +-0.3 and a gain of 0.15-0.2 went unseparated)
     n_eval_declines: int = 90         # held-out decline requests added to the world's 10 (a quarter of

@@ -565,8 +565,9 @@ def mean_interval(xs: list[float], z: float = 1.96, clusters: list | None = None
 def prompt_key(item_or_record: dict) -> str:
     """What makes two evaluated replies answers to the *same* prompt: the prompt's text (a
     prompt item's messages, or the ``prompt`` of an :func:`evaluate_policy` reply record). The
-    held-out sets draw prompts with replacement from a small pool (ten held-out decline
-    requests serve forty decline prompts), so intervals count distinct prompts, not draws.
+    held-out sets draw prompts with replacement from pools not much larger than the number
+    drawn (one held-out unknown entity can be asked about twice in the same words), so
+    intervals count distinct prompts, not draws.
 
     >>> prompt_key({"messages": [{"role": "user", "content": "Hi?"}]}) == prompt_key({"prompt": "Hi?"})
     True

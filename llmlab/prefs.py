@@ -516,7 +516,7 @@ def more_decline_requests(world: World, n: int, seed: int = 0) -> list[str]:
     seen, out = set(world.decline_requests), []
     for i in range(1000 + 50 * n):
         if len(out) == n:
-            return out
+            break
         t = DECLINE_TEMPLATES[i % len(DECLINE_TEMPLATES)]
         r = t.format(export=rng.choice(EXPORTS), country=rng.choice(by_kind["country"]).name,
                      person=rng.choice(by_kind["person"]).name,
@@ -525,6 +525,8 @@ def more_decline_requests(world: World, n: int, seed: int = 0) -> list[str]:
         if r not in seen:
             seen.add(r)
             out.append(r)
+    if len(out) == n:
+        return out
     raise ValueError(f"the world's templates and entities give only {len(out)} decline requests "
                      f"beyond its own {len(world.decline_requests)}, not {n}")
 

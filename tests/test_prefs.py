@@ -305,4 +305,15 @@ def test_more_decline_requests_are_new_distinct_and_reproducible():
     names = {e.name for e in w.entities}
     assert all(any(n in r for n in names) or "{" not in r for r in more) and not any("{" in r for r in more)
     with pytest.raises(ValueError, match="give only"):
-        more_decline_requests(w, 100000)
+        more_decline_requests(w, 5000)
+
+
+def test_more_decline_requests_returns_exactly_what_the_templates_allow():
+    # asking for every request the templates can still make succeeds; one more is a clear error
+    from llmlab.config import PRESETS
+    from llmlab.world import build_knowledge
+    w = build_knowledge(PRESETS["smoke"].world)
+    with pytest.raises(ValueError, match=r"give only (\d+)") as err:
+        prefs.more_decline_requests(w, 5000)
+    most = int(err.value.args[0].split("give only ")[1].split()[0])
+    assert len(prefs.more_decline_requests(w, most)) == most
