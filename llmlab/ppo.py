@@ -694,11 +694,17 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
 def paired_replies(a: dict, b: dict) -> list[float]:
     """Gold of ``a``'s replies minus ``b``'s, reply by reply, for two evaluations of the same
     prompts in the same order (a clear error otherwise)."""
+    return [x["gold"] - y["gold"] for x, y in same_prompts(a, b, "paired_difference")]
+
+
+def same_prompts(a: dict, b: dict, who: str) -> list[tuple[dict, dict]]:
+    """The reply records of two evaluations side by side, ``[(a's, b's)]``; a clear error
+    naming ``who`` unless both asked the same prompts in the same order."""
     ra, rb = a["replies"], b["replies"]
     key = lambda r: (r.get("item"), r["prompt"])
     if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
-        raise ValueError("paired_difference needs two evaluations of the same prompts in the same order")
-    return [x["gold"] - y["gold"] for x, y in zip(ra, rb)]
+        raise ValueError(f"{who} needs two evaluations of the same prompts in the same order")
+    return list(zip(ra, rb))
 
 
 def paired_share_difference(a: dict, b: dict, name: str) -> tuple[float, float, float, int]:
@@ -716,11 +722,7 @@ def paired_share_difference(a: dict, b: dict, name: str) -> tuple[float, float, 
     [0.5, -0.48, 1.48]
     """
     kind, case = SHARE_CASES[name]
-    ra, rb = a["replies"], b["replies"]
-    key = lambda r: (r.get("item"), r["prompt"])
-    if len(ra) != len(rb) or any(key(x) != key(y) for x, y in zip(ra, rb)):
-        raise ValueError("paired_share_difference needs two evaluations of the same prompts in the same order")
-    pairs = [(x, y) for x, y in zip(ra, rb) if y["kind"] == kind]
+    pairs = [(x, y) for x, y in same_prompts(a, b, "paired_share_difference") if y["kind"] == kind]
     keys = [prompt_key(y) for _, y in pairs]
     m, lo, hi = mean_interval([(x["case"] == case) - (y["case"] == case) for x, y in pairs], clusters=keys)
     return m, lo, hi, len(set(keys))
