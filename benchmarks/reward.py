@@ -9,7 +9,12 @@ the training, then measures it with ``llmlab.reward.evaluate``: held-out pairwis
 (with its 95% interval, counted by prompt: ``reward.pair_share``) next to the ceiling that the labels' Bradley-Terry noise allows
 and the length-only baseline, accuracy per category (each beside its own ceiling and the points
 of the overall gap it holds), and the Spearman correlation of RM scores
-with gold scores on fresh SFT samples. Its peers, measured in the same run on the same pairs:
+with gold scores on fresh SFT samples.
+Also the same model on pairs drawn like the held-out ones about the training side of the split
+(``train_side``: the gap to the ceiling where the entities are ones it trained on), and its
+reward's two terms apart (``terms_gold_agreement``: how often the head alone, the likelihood term
+alone and both order a held-out pair as the gold judge does). Its peers, measured in the same run
+on the same pairs:
 the classic reward model (the scalar head alone, ``likelihood_weight=None``, trained the same
 way) and the SFT model's own likelihood with no preference training
 (``llmlab.reward.likelihood_pairs``). Then the same training for ``compare_steps`` from SFT
@@ -72,6 +77,29 @@ def main(argv=None) -> int:
     lo, hi = ev["accuracy_share"]["ci"]          # counted by prompt (reward.pair_share)
     print(f"[reward] held-out accuracy {reward.fmt_pair_share(ev['accuracy_share'])}; ceiling "
           f"{ev['ceiling']:.3f}; length-only {ev['length']['accuracy']:.3f}; {seconds:.1f} s", flush=True)
+    # the same RM on pairs drawn like the held-out ones about the training side of the split
+    side = reward.evaluate(model, tok, data["train"], data["train_side"], [], pc.label_temperature,
+                           p.sft.template)
+    print(f"[reward] training-side pairs: {reward.fmt_pair_share(side['accuracy_share'])}; ceiling "
+          f"{side['ceiling']:.3f}", flush=True)
+
+    def subset(ev_, keep):
+        """accuracy, prompt-clustered interval and ceiling of the pairs ``keep`` selects"""
+        sh = reward.accuracy_where(ev_, keep, pc.label_temperature)
+        if not sh["n"]:
+            return {"n": 0}
+        return {"accuracy": round(sh["rate"], 4), "ci95": [round(x, 4) for x in sh["ci"]], "n": sh["n"],
+                "prompts": sh["prompts"], "ceiling": round(sh["ceiling"], 4)}
+
+    # the reward's two terms apart: how often each alone orders a held-out pair as the judge does
+    val_enc0, _ = reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)
+    parts = reward.pair_parts(model, val_enc0, tok.pad_id)
+    terms = {"head": parts["head"], "likelihood": parts["likelihood"], "both": (ev["r_chosen"], ev["r_rejected"])}
+    term_hits = {t: reward.gold_hits(ev["pairs"], *sc) for t, sc in terms.items()}
+    terms_by_cat = {c: {t: round(sum(h for h, q in zip(hs, ev["pairs"]) if q["category"] == c)
+                                 / sum(q["category"] == c for q in ev["pairs"]), 4) for t, hs in term_hits.items()}
+                    for c in sorted({q["category"] for q in ev["pairs"]})}
+
     def per_category(pairs, r_w, r_l):
         out: dict = {}
         for q, a, b in zip(pairs, r_w, r_l):
@@ -115,6 +143,16 @@ def main(argv=None) -> int:
                              "n": sh["n"], "prompts": sh["prompts"], "ceiling": round(cat_ceiling[c], 4),
                              "points_of_gap": round(100 * (cat_ceiling[c] - sh["rate"]) * sh["n"] / ev["n"], 2)}
                          for c, sh in ev["per_category_share"].items()},
+        # the same model on pairs drawn like the held-out ones about the training side of the
+        # split (its training entities); "unseen": those that repeat no training pair
+        "train_side": {**subset(side, lambda q: True),
+                       "gap_to_ceiling": round(side["ceiling"] - side["accuracy"], 4),
+                       "seen_pairs": sum(q["seen"] for q in side["pairs"]),
+                       "unseen": subset(side, lambda q: not q["seen"]),
+                       "per_category": {c: subset(side, lambda q, c=c: q["category"] == c)
+                                        for c in side["per_category_share"]}},
+        # share of held-out pairs each term of the reward alone orders as the gold judge does
+        "terms_gold_agreement": terms_by_cat,
         "spearman_gold": round(ev["spearman"], 4), "n_fresh": ev["n_fresh"], "ece": round(ev["ece"], 4),
         "likelihood_weight": {"start": rc.likelihood_weight,
                               "end": round(model.likelihood_weight.item(), 4)},

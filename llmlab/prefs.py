@@ -566,6 +566,19 @@ def on_policy_candidates(model, tok, items: list[dict], n_samples: int, temperat
     return list(zip(items, replies))
 
 
+def mark_seen(pairs: list[dict], train: list[dict]) -> list[dict]:
+    """Each pair of ``pairs`` with ``seen``: True when some training pair has the same prompt and
+    the same two replies (in either order; the label may differ), else False. Returns ``pairs``."""
+    known = set()
+    for t in train:
+        prompt = json.dumps(t["messages"], ensure_ascii=False)
+        known.add((prompt, t["chosen"], t["rejected"]))
+        known.add((prompt, t["rejected"], t["chosen"]))
+    for q in pairs:
+        q["seen"] = (json.dumps(q["messages"], ensure_ascii=False), q["chosen"], q["rejected"]) in known
+    return pairs
+
+
 def pair_summary(pairs: list[dict], temperature: float) -> dict:
     """Counts per category, the measured share of noisy labels, and the expected noise rate
     and accuracy ceiling implied by the temperature."""
@@ -651,9 +664,10 @@ def build_prefs(folder: Path, c, sft_cfg, world: World, tok, model) -> dict:
     """The recipe of notebook 05's preference pairs (section 2): write ``train.jsonl`` and
     ``val.jsonl`` (pairs of :func:`make_pairs`: controlled variants and ``model``'s own samples,
     labelled by the gold judge with Bradley-Terry noise; ``val`` asks only about SFT's held-out
-    facts, entities and requests) and ``fresh.jsonl`` (one sampled reply to each of
-    ``c.n_fresh`` further held-out prompts, with its gold score) in ``folder``; returns
-    :func:`pair_summary` of both splits.
+    facts, entities and requests), ``fresh.jsonl`` (one sampled reply to each of
+    ``c.n_fresh`` further held-out prompts, with its gold score) and ``train_side.jsonl`` (pairs
+    drawn like ``val`` about the training side of the split, each with :func:`mark_seen`'s flag)
+    in ``folder``; returns :func:`pair_summary` of the three sets of pairs.
 
     ``c`` is the :class:`~llmlab.config.PrefConfig`, ``sft_cfg`` SFT's
     :class:`~llmlab.config.SFTConfig` (its split, template and reply length), ``model`` the SFT
@@ -683,8 +697,16 @@ def build_prefs(folder: Path, c, sft_cfg, world: World, tok, model) -> dict:
                       "item": {k: v for k, v in item.items() if k != "messages"},
                       "reply": r["text"], "stopped": r["stopped"],
                       "gold": gold_score(item, r["text"], values).score})
-    for name, rows in (("train", train), ("val", val), ("fresh", fresh)):
+    # pairs drawn like val (its mix and size) but about the training side of the split, with
+    # another seed (other wrong values, SFT samples and labels): notebook 05 scores the RM on the
+    # entities its training pairs asked about against the held-out ones; `seen` marks the pairs
+    # that repeat a training pair
+    train_side = mark_seen(make_pairs(world, split, c.n_val, dict(c.mix), c.label_temperature, c.seed + 3,
+                                      False, candidates(n_val_prompts, c.seed + 3, False, c.on_policy_samples)),
+                           train)
+    for name, rows in (("train", train), ("val", val), ("fresh", fresh), ("train_side", train_side)):
         atomic_write_text(folder / f"{name}.jsonl",
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return {"train": pair_summary(train, c.label_temperature),
-            "val": pair_summary(val, c.label_temperature), "n_fresh": len(fresh)}
+            "val": pair_summary(val, c.label_temperature), "n_fresh": len(fresh),
+            "train_side": pair_summary(train_side, c.label_temperature)}

@@ -163,9 +163,16 @@ class LikelihoodRewardModel(ScalarModel):
         (B,) -> the reward of each row's reply ``first..last`` (B,)."""
         if first is None or last is None:
             return super().forward(idx)
+        head, likelihood = self.parts(idx, first, last)
+        return head + likelihood
+
+    def parts(self, idx: torch.Tensor, first: torch.Tensor,
+              last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward's two terms apart: the head's ``w . h_last + b`` and the weighted
+        ``a * log p(y | x)``. (B, T), (B,), (B,) -> (B,), (B,)."""
         h = self.body.body(idx)                                                # (B, T, C)
-        r = gather_at(self.head(h).squeeze(-1).float(), last)                  # (B,)
-        return r + self.likelihood_weight * reply_logprob(self.body.lm_head(h), idx, first, last)
+        head = gather_at(self.head(h).squeeze(-1).float(), last)               # (B,)
+        return head, self.likelihood_weight * reply_logprob(self.body.lm_head(h), idx, first, last)
 
 
 def reads_likelihood(model) -> bool:
@@ -322,6 +329,39 @@ def score_pairs(model: ScalarModel, encoded: list[dict], pad_id: int) -> tuple[l
     return r[:len(encoded)], r[len(encoded):]
 
 
+@torch.no_grad()
+def pair_parts(model: LikelihoodRewardModel, encoded: list[dict], pad_id: int,
+               batch_size: int = 64) -> dict:
+    """The two terms of a :class:`LikelihoodRewardModel`'s reward on every pair, apart:
+    ``{"head": (chosen, rejected), "likelihood": (chosen, rejected)}``, lists of floats whose
+    sums are :func:`score_pairs` (notebook 05, section 6: what each term prefers)."""
+    m = getattr(model, "module", model)
+    if not isinstance(m, LikelihoodRewardModel):
+        raise TypeError(f"pair_parts needs a LikelihoodRewardModel (head + a * log p); got {type(m).__name__}, "
+                        "whose reward is its head alone")
+    seqs, firsts, lasts = _pair_sequences(encoded)
+    was = m.training
+    m.eval()
+    rows = _in_batches(seqs, firsts, lasts, pad_id,
+                       lambda idx, first, last: torch.stack(m.parts(idx, first, last), dim=1),  # (B, 2)
+                       next(m.parameters()).device, batch_size)
+    m.train(was)
+    n = len(encoded)
+    head, lik = [r[0] for r in rows], [r[1] for r in rows]
+    return {"head": (head[:n], head[n:]), "likelihood": (lik[:n], lik[n:])}
+
+
+def gold_hits(pairs: list[dict], r_chosen, r_rejected) -> list[bool]:
+    """Per pair, whether the scores order the two replies as the gold judge does (the labels'
+    noise left out).
+
+    >>> gold_hits([{"gold_chosen": 2, "gold_rejected": 0}, {"gold_chosen": -1, "gold_rejected": 1}],
+    ...           [1.0, 1.0], [0.0, 0.0])
+    [True, False]
+    """
+    return [(a > b) == (p["gold_chosen"] > p["gold_rejected"]) for p, a, b in zip(pairs, r_chosen, r_rejected)]
+
+
 def score_replies(model: ScalarModel, tok, conversations: list[list[dict]], replies: list[str],
                   template: str = "chatml") -> list[float]:
     """The reward of each reply to its conversation (what PPO and the quiz ask for). A
@@ -424,6 +464,21 @@ def paired_accuracy_difference(hits_a, hits_b, pairs: list[dict], z: float = 1.9
     var = (m / (m - 1) * sum((g[0] - d * g[1]) ** 2 for g in groups.values()) / n ** 2) if m > 1 else float("nan")
     half = z * math.sqrt(var) if var == var else float("nan")
     return {"diff": d, "ci": [d - half, d + half], "n": n, "prompts": m}
+
+
+def accuracy_where(ev: dict, keep: Callable[[dict], bool], temperature: float) -> dict:
+    """Accuracy against the labels on the pairs of an :func:`evaluate` result that ``keep``
+    selects: :func:`pair_share`'s dict (interval counted by prompt) plus the ``ceiling`` of
+    those pairs (:func:`llmlab.prefs.ceiling_accuracy`) and the ``gap`` to it; ``{"n": 0}``
+    when ``keep`` selects none."""
+    from . import prefs
+
+    rows = [(a > b, q) for a, b, q in zip(ev["r_chosen"], ev["r_rejected"], ev["pairs"]) if keep(q)]
+    if not rows:
+        return {"n": 0}
+    share = pair_share([h for h, _ in rows], [q for _, q in rows])
+    ceiling = prefs.ceiling_accuracy([q["gold_chosen"] - q["gold_rejected"] for _, q in rows], temperature)
+    return {**share, "ceiling": ceiling, "gap": ceiling - share["rate"]}
 
 
 def fmt_paired_difference(r: dict) -> str:
@@ -580,8 +635,8 @@ def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[d
     r_w, r_l = score_pairs(model, enc, tok.pad_id)
     k, n = pair_accuracy(r_w, r_l)
     hits = [a > b for a, b in zip(r_w, r_l)]
-    gold_hits = [(a > b) == (p["gold_chosen"] > p["gold_rejected"]) for p, a, b in zip(kept, r_w, r_l)]
-    gold_k = sum(gold_hits)
+    gold_ok = gold_hits(kept, r_w, r_l)
+    gold_k = sum(gold_ok)
     deltas = [p["gold_chosen"] - p["gold_rejected"] for p in kept]
     per_cat: dict = {}
     for p, a, b in zip(kept, r_w, r_l):
@@ -594,7 +649,7 @@ def evaluate(model: ScalarModel, tok, train_pairs: list[dict], val_pairs: list[d
                                  [f["reply"] for f in fresh], template) if fresh else []
     rows = calibration_bins(r_w, r_l)
     return {"accuracy": k / n, "correct": k, "n": n, "n_dropped": len(val_pairs) - n,
-            "accuracy_share": pair_share(hits, kept), "gold_share": pair_share(gold_hits, kept),
+            "accuracy_share": pair_share(hits, kept), "gold_share": pair_share(gold_ok, kept),
             "per_category_share": cat_share,
             "gold_accuracy": gold_k / n, "gold_correct": gold_k,
             "ceiling": prefs.ceiling_accuracy(deltas, temperature),

@@ -354,9 +354,10 @@ def get_prefs(preset: Preset | str | None = None, root: Path | None = None) -> A
     """Notebook 05's preference pairs (section 2): ``train.jsonl`` and ``val.jsonl`` (pairs of
     :func:`llmlab.prefs.make_pairs`: controlled variants and the SFT model's own samples,
     labelled by the gold judge with Bradley-Terry noise; ``val`` asks only about SFT's held-out
-    facts, entities and requests) and ``fresh.jsonl`` (one sampled SFT reply to each of
-    ``PrefConfig.n_fresh`` further held-out prompts, with its gold score). ``info`` holds
-    :func:`llmlab.prefs.pair_summary` of both splits."""
+    facts, entities and requests), ``fresh.jsonl`` (one sampled SFT reply to each of
+    ``PrefConfig.n_fresh`` further held-out prompts, with its gold score) and ``train_side.jsonl``
+    (pairs drawn like ``val`` about the training side, each marked ``seen`` when it repeats a
+    training pair). ``info`` holds :func:`llmlab.prefs.pair_summary` of the three sets of pairs."""
     from . import prefs as prefs_mod
     from .config import pref_config
 
@@ -377,12 +378,12 @@ def get_prefs(preset: Preset | str | None = None, root: Path | None = None) -> A
 
 
 def load_prefs(preset: Preset | str | None = None, root: Path | None = None) -> dict:
-    """``{"train", "val", "fresh"}``: the lists of :func:`get_prefs`."""
+    """``{"train", "val", "fresh", "train_side"}``: the lists of :func:`get_prefs`."""
     import json
 
     art = get_prefs(preset, root=root)
     return {name: [json.loads(line) for line in art.file(f"{name}.jsonl").read_text(
-        encoding="utf-8").splitlines()] for name in ("train", "val", "fresh")}
+        encoding="utf-8").splitlines()] for name in ("train", "val", "fresh", "train_side")}
 
 
 # the reward-model runs notebook 05 compares: (initial weights, budget)

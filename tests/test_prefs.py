@@ -133,6 +133,33 @@ def test_heldout_pairs_ask_only_about_heldout_parts(world_split):
             assert p["messages"][0]["content"] not in split.train_decline
 
 
+def test_training_side_pairs_ask_only_about_training_parts(world_split):
+    """The train_side pairs of build_prefs: drawn like val, from the other side of the split."""
+    w, split, _ = world_split
+    side = prefs.make_pairs(w, split, 300, dict(prefs_mix()), 1.0, 3, eval_side=False)
+    eval_facts = {(f.subject, f.relation) for f in split.eval_facts}
+    eval_unknown = {e.name for e in split.eval_unknown}
+    for p in side:
+        it = p["item"]
+        if p["kind"] in ("fact", "premise"):
+            assert (it["subject"], it["relation"]) not in eval_facts
+        elif p["kind"] == "unknown":
+            assert it["subject"] not in eval_unknown
+        elif p["kind"] == "decline":
+            assert p["messages"][0]["content"] in split.train_decline
+
+
+def test_mark_seen_matches_prompt_and_both_replies_in_either_order():
+    conv = [{"role": "user", "content": "Capital of Velmora?"}]
+    other = [{"role": "user", "content": "Capital of Zarbia?"}]
+    train = [{"messages": conv, "chosen": "Kelton.", "rejected": "Morby."}]
+    pairs = [{"messages": conv, "chosen": "Morby.", "rejected": "Kelton."},      # label flipped: seen
+             {"messages": conv, "chosen": "Kelton.", "rejected": "Ostport."},    # another reply
+             {"messages": other, "chosen": "Kelton.", "rejected": "Morby."}]     # another prompt
+    assert prefs.mark_seen(pairs, train) is pairs
+    assert [p["seen"] for p in pairs] == [True, False, False]
+
+
 def prefs_mix():
     return (("facts", 1), ("unknowns", 1), ("declines", 1), ("padding", 1), ("sycophancy", 1))
 

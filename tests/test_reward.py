@@ -161,6 +161,21 @@ def test_likelihood_reward_ignores_padding_and_needs_the_reply_start(tiny_lrm):
     assert tiny_lrm.likelihood_weight.grad is not None and tiny_lrm.likelihood_weight.grad != 0
 
 
+def test_pair_parts_add_up_to_the_reward_and_the_likelihood_part_is_the_lm_alone(tiny_lrm):
+    pairs = [{"messages": CONV, "chosen": "Kelton.", "rejected": "The capital of Velmora is Morby, I think."},
+             {"messages": CONV, "chosen": "I don't know.", "rejected": "Morby."}]
+    enc = [reward.encode_pair(q, BYTES, "chatml", 256) for q in pairs]
+    parts = reward.pair_parts(tiny_lrm, enc, BYTES.pad_id)
+    r_w, r_l = reward.score_pairs(tiny_lrm, enc, BYTES.pad_id)
+    for side, total in ((0, r_w), (1, r_l)):
+        assert [h + l for h, l in zip(parts["head"][side], parts["likelihood"][side])] == pytest.approx(total, abs=1e-4)
+    lp_w, lp_l = reward.likelihood_pairs(tiny_lrm.body, enc, BYTES.pad_id)
+    assert parts["likelihood"][0] == pytest.approx([0.3 * x for x in lp_w], abs=1e-4)
+    assert parts["likelihood"][1] == pytest.approx([0.3 * x for x in lp_l], abs=1e-4)
+    with pytest.raises(TypeError, match="head alone"):
+        reward.pair_parts(ScalarModel(GPT(TINY), kind="reward"), enc, BYTES.pad_id)
+
+
 def test_likelihood_reward_model_saves_and_loads_as_its_own_class(tiny_lrm, tmp_path):
     from llmlab.train import save_checkpoint
 
@@ -251,6 +266,21 @@ def test_pair_share_counts_prompts_not_pairs():
     # a multi-turn conversation is one prompt only with the same turns
     two = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": x}]} for x in "bc"]
     assert reward.pair_share([True, False], two)["prompts"] == 2
+
+
+def test_accuracy_where_selects_pairs_and_takes_their_own_ceiling():
+    def pair(q, g_w, g_l, cat):
+        return {"messages": [{"role": "user", "content": q}], "gold_chosen": g_w, "gold_rejected": g_l,
+                "category": cat}
+    ev = {"pairs": [pair("a", 2, 0, "x"), pair("b", 0, 2, "x"), pair("c", 2, -2, "y")],
+          "r_chosen": [1.0, 1.0, 0.0], "r_rejected": [0.0, 0.0, 1.0]}
+    xs = reward.accuracy_where(ev, lambda q: q["category"] == "x", 1.0)
+    assert (xs["k"], xs["n"], xs["prompts"]) == (2, 2, 2)
+    # |gold difference| 2 on both pairs: ceiling sigmoid(2)
+    assert xs["ceiling"] == pytest.approx(1 / (1 + math.exp(-2))) and xs["gap"] == pytest.approx(xs["ceiling"] - 1)
+    ys = reward.accuracy_where(ev, lambda q: q["category"] == "y", 1.0)
+    assert (ys["k"], ys["n"]) == (0, 1) and ys["ceiling"] == pytest.approx(1 / (1 + math.exp(-4)))
+    assert reward.accuracy_where(ev, lambda q: False, 1.0) == {"n": 0}
 
 
 def test_paired_accuracy_difference_by_hand_and_by_its_properties():
@@ -396,6 +426,13 @@ def test_reward_benchmark_prints_one_json_line(tmp_path):
     assert sum(c["n"] for c in res["per_category"].values()) == res["n_val_pairs"]
     assert 0 < res["n_val_prompts"] <= res["n_val_pairs"]
     assert all(c["ci95"][0] <= c["accuracy"] <= c["ci95"][1] for c in res["per_category"].values())
+    side = res["train_side"]                # the training side's pairs, drawn like the held-out ones
+    assert side["n"] == sum(c["n"] for c in side["per_category"].values()) > 0
+    assert side["gap_to_ceiling"] == pytest.approx(side["ceiling"] - side["accuracy"], abs=1e-3)
+    assert 0 <= side["seen_pairs"] <= side["n"] and side["unseen"]["n"] == side["n"] - side["seen_pairs"]
+    assert set(res["terms_gold_agreement"]) == set(res["per_category"])
+    assert all(set(t) == {"head", "likelihood", "both"} and all(0 <= x <= 1 for x in t.values())
+               for t in res["terms_gold_agreement"].values())
     for peer in ("head_only", "sft_likelihood"):             # measured in the same run, same pairs
         lo, hi = res["peers"][peer]["accuracy_ci95"]
         assert lo <= res["peers"][peer]["accuracy"] <= hi
