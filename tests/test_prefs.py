@@ -118,35 +118,26 @@ def test_controlled_variants_are_ordered_by_the_judge(world_split, category):
             (item, good, bad)
 
 
-def test_heldout_pairs_ask_only_about_heldout_parts(world_split):
+@pytest.mark.parametrize("eval_side", [True, False])
+def test_pairs_ask_only_about_their_side_of_the_split(world_split, eval_side):
+    """Held-out pairs (eval_side) ask only about held-out facts, entities and requests;
+    build_prefs's train_side pairs, drawn the same way, only about the training side."""
     w, split, _ = world_split
-    val = prefs.make_pairs(w, split, 300, dict(prefs_mix()), 1.0, 1, eval_side=True)
-    train_facts = {(f.subject, f.relation) for f in split.train_facts}
-    train_unknown = {e.name for e in split.train_unknown}
-    for p in val:
+    sides = {}
+    for name, facts, unknown, decline in (
+            ("eval", split.eval_facts, split.eval_unknown, split.eval_decline),
+            ("train", split.train_facts, split.train_unknown, split.train_decline)):
+        sides[name] = ({(f.subject, f.relation) for f in facts}, {e.name for e in unknown}, set(decline))
+    own, other = (sides["eval"], sides["train"]) if eval_side else (sides["train"], sides["eval"])
+    for p in prefs.make_pairs(w, split, 300, dict(prefs_mix()), 1.0, 1, eval_side=eval_side):
         it = p["item"]
         if p["kind"] in ("fact", "premise"):
-            assert (it["subject"], it["relation"]) not in train_facts
+            key, k = (it["subject"], it["relation"]), 0
         elif p["kind"] == "unknown":
-            assert it["subject"] not in train_unknown
-        elif p["kind"] == "decline":
-            assert p["messages"][0]["content"] not in split.train_decline
-
-
-def test_training_side_pairs_ask_only_about_training_parts(world_split):
-    """The train_side pairs of build_prefs: drawn like val, from the other side of the split."""
-    w, split, _ = world_split
-    side = prefs.make_pairs(w, split, 300, dict(prefs_mix()), 1.0, 3, eval_side=False)
-    eval_facts = {(f.subject, f.relation) for f in split.eval_facts}
-    eval_unknown = {e.name for e in split.eval_unknown}
-    for p in side:
-        it = p["item"]
-        if p["kind"] in ("fact", "premise"):
-            assert (it["subject"], it["relation"]) not in eval_facts
-        elif p["kind"] == "unknown":
-            assert it["subject"] not in eval_unknown
-        elif p["kind"] == "decline":
-            assert p["messages"][0]["content"] in split.train_decline
+            key, k = it["subject"], 1
+        else:
+            key, k = p["messages"][0]["content"], 2
+        assert key in own[k] and key not in other[k], (p["kind"], key)
 
 
 def test_mark_seen_matches_prompt_and_both_replies_in_either_order():
