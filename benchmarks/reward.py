@@ -11,7 +11,8 @@ and the length-only baseline, accuracy per category (each beside its own ceiling
 of the overall gap it holds), and the Spearman correlation of RM scores
 with gold scores on fresh SFT samples.
 Also the same model on pairs drawn like the held-out ones about the training side of the split
-(``train_side``: the gap to the ceiling where the entities are ones it trained on), and its
+(``train_side``, with ``repeats``: its pairs that repeat a training pair, and ``unseen``: the
+rest; each beside its own ceiling), and its
 reward's two terms apart (``terms_gold_agreement``: how often the head alone, the likelihood term
 alone and both order a held-out pair as the gold judge does). Its peers, measured in the same run
 on the same pairs:
@@ -144,10 +145,11 @@ def main(argv=None) -> int:
                              "points_of_gap": round(100 * (cat_ceiling[c] - sh["rate"]) * sh["n"] / ev["n"], 2)}
                          for c, sh in ev["per_category_share"].items()},
         # the same model on pairs drawn like the held-out ones about the training side of the
-        # split (its training entities); "unseen": those that repeat no training pair
+        # split; "repeats": its pairs that repeat a training pair, "unseen": the rest
         "train_side": {**subset(side, lambda q: True),
                        "gap_to_ceiling": round(side["ceiling"] - side["accuracy"], 4),
                        "seen_pairs": sum(q["seen"] for q in side["pairs"]),
+                       "repeats": subset(side, lambda q: q["seen"]),
                        "unseen": subset(side, lambda q: not q["seen"]),
                        "per_category": {c: subset(side, lambda q, c=c: q["category"] == c)
                                         for c in side["per_category_share"]}},

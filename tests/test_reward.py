@@ -430,6 +430,7 @@ def test_reward_benchmark_prints_one_json_line(tmp_path):
     assert side["n"] == sum(c["n"] for c in side["per_category"].values()) > 0
     assert side["gap_to_ceiling"] == pytest.approx(side["ceiling"] - side["accuracy"], abs=1e-3)
     assert 0 <= side["seen_pairs"] <= side["n"] and side["unseen"]["n"] == side["n"] - side["seen_pairs"]
+    assert side["repeats"]["n"] == side["seen_pairs"]
     assert set(res["terms_gold_agreement"]) == set(res["per_category"])
     assert all(set(t) == {"head", "likelihood", "both"} and all(0 <= x <= 1 for x in t.values())
                for t in res["terms_gold_agreement"].values())
