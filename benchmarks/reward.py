@@ -93,8 +93,8 @@ def main(argv=None) -> int:
                 "prompts": sh["prompts"], "ceiling": round(sh["ceiling"], 4)}
 
     # the reward's two terms apart: how often each alone orders a held-out pair as the judge does
-    val_enc0, _ = reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)
-    parts = reward.pair_parts(model, val_enc0, tok.pad_id)
+    val_enc, _ = reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)
+    parts = reward.pair_parts(model, val_enc, tok.pad_id)
     terms = {"head": parts["head"], "likelihood": parts["likelihood"], "both": (ev["r_chosen"], ev["r_rejected"])}
     term_hits = {t: reward.gold_hits(ev["pairs"], *sc) for t, sc in terms.items()}
     terms_by_cat = {c: {t: round(sum(h for h, q in zip(hs, ev["pairs"]) if q["category"] == c)
@@ -112,7 +112,6 @@ def main(argv=None) -> int:
                               pc.label_temperature, p.sft.template)
     print(f"[reward] head-only peer: {reward.fmt_pair_share(ev_head['accuracy_share'])} "
           f"({head_seconds:.1f} s)", flush=True)
-    val_enc, _ = reward.encode_pairs(data["val"], tok, p.sft.template, p.model.block_size)
     lp_w, lp_l = reward.likelihood_pairs(stages.load_sft_model(p, device), val_enc, tok.pad_id)
     lik = reward.pair_share([a > b for a, b in zip(lp_w, lp_l)], ev["pairs"])
     print(f"[reward] SFT likelihood alone: {reward.fmt_pair_share(lik)}", flush=True)
